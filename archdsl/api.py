@@ -1,0 +1,199 @@
+"""The public entry points: source -> graph, source -> module, checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import torch
+from torch import fx
+
+from archdsl.compile import compile_graph
+from archdsl.elaborate import elaborate
+from archdsl.errors import ArchCheckpointError, ArchError, ArchTypeError, combine
+from archdsl.loader import Program, load_program, resolve_source
+from archdsl.shapes import infer_shapes
+from archdsl.validate import check_reachability, find_cycles, lint, topological_order
+
+Source = str | os.PathLike[str]
+
+FINAL_ATTRS = ("op", "args", "path", "shape", "input_shapes", "params", "macs", "groups", "span")
+CHECKPOINT_FORMAT = "archdsl-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def load_source(source: Source, sources: dict[str, str] | None = None) -> Program:
+    """Read a path, zoo name or source text, and its imports, into a Program."""
+    text, file, real = resolve_source(source)
+    return load_program(text, file, real, sources)
+
+
+def graph(source: Source, *, network: str | None = None, **overrides: Any) -> nx.DiGraph:
+    """Parse, elaborate and validate a network; returns its ``networkx.DiGraph``.
+
+    ``source`` is a path, a zoo name (``"resnet50"``) or ``.arch`` text;
+    ``overrides`` set network parameters (``num_classes=10``). Node ids are
+    module paths; node attributes: ``op``, ``args``, ``path``, ``shape``
+    (batch dimension excluded), ``input_shapes``, ``params``, ``macs``,
+    ``groups`` (the stages and blocks it belongs to) and ``span``. Edge
+    attributes: ``kind`` (flow, skip, concat, gate) and ``position``.
+    Raises an :class:`~archdsl.errors.ArchError` carrying every problem found.
+    """
+    return graph_of_program(load_source(source), network=network, **overrides)
+
+
+def graph_of_program(program: Program, *, network: str | None = None, **overrides: Any) -> nx.DiGraph:
+    """:func:`graph` for an already loaded :class:`Program`."""
+    try:
+        return _build(program, network, overrides)
+    except RecursionError:
+        raise ArchTypeError("the input nests too deeply to process", None, code="E323").with_sources(
+            program.sources
+        ) from None
+
+
+def _build(program: Program, network: str | None, overrides: dict[str, Any]) -> nx.DiGraph:
+    structural, elaborator = elaborate(program, network, overrides)
+    errors = elaborator.errors
+    if errors:
+        raise combine(errors, program.sources)
+    cycles = find_cycles(structural)
+    if cycles:
+        raise combine(cycles, program.sources)
+    ordering = [
+        (data["target"], node) for node, data in structural.nodes(data=True)
+        if data["op"] == "shortcut" and data["target"] is not None
+    ]
+    try:
+        order = topological_order(structural, ordering)
+    except nx.NetworkXUnfeasible:
+        raise combine(find_cycles(_with_edges(structural, ordering)), program.sources) from None
+    infer_shapes(structural, elaborator, order)
+    if errors:
+        raise combine(errors, program.sources)
+    final = _finalize(structural, program)
+    reach = check_reachability(final)
+    if reach:
+        raise combine(reach, program.sources)
+    lint(final)
+    return final
+
+
+def _with_edges(g: nx.DiGraph, edges: list[tuple[str, str]]) -> nx.DiGraph:
+    h = g.copy()
+    for u, v in edges:
+        h.add_edge(u, v, kind="flow", position=0, span=g.nodes[v]["span"])
+    return h
+
+
+def _finalize(g: nx.DiGraph, program: Program) -> nx.DiGraph:
+    final = nx.DiGraph()
+    final.graph.update(g.graph)
+    final.graph["sources"] = dict(program.sources)
+    final.graph["file"] = program.main.file
+    for node in topological_order(g):
+        data = g.nodes[node]
+        attrs = {key: data[key] for key in FINAL_ATTRS if key in data}
+        attrs["path"] = node
+        attrs.setdefault("input_shapes", ())
+        attrs.setdefault("params", 0)
+        attrs.setdefault("macs", 0)
+        if data["op"] == "input":
+            attrs["shape"] = tuple(data["args"]["shape"])
+        final.add_node(node, **attrs)
+    for u, v, data in g.edges(data=True):
+        final.add_edge(u, v, **data)
+    # rebuild edges in node order so that iteration order is deterministic
+    ordered = nx.DiGraph()
+    ordered.graph.update(final.graph)
+    ordered.add_nodes_from(final.nodes(data=True))
+    for node in final.nodes:
+        for src, _, data in sorted(final.in_edges(node, data=True), key=lambda e: e[2]["position"]):
+            ordered.add_edge(src, node, **data)
+    ordered.graph["total_params"] = sum(d["params"] for _, d in ordered.nodes(data=True))
+    ordered.graph["total_macs"] = sum(d["macs"] for _, d in ordered.nodes(data=True))
+    return ordered
+
+
+def load(source: Source, *, network: str | None = None, seed: int | None = None, **overrides: Any) -> fx.GraphModule:
+    """Compile a network into a trainable ``torch.fx.GraphModule``.
+
+    The module remembers its sources and overrides in ``module.meta["archdsl"]``
+    so that :func:`save_checkpoint` can write a self-contained checkpoint.
+    """
+    program = load_source(source)
+    return _compile(program, network, seed, overrides)
+
+
+def _compile(program: Program, network: str | None, seed: int | None, overrides: dict[str, Any]) -> fx.GraphModule:
+    g = graph_of_program(program, network=network, **overrides)
+    meta = {
+        "file": program.main.file,
+        "network": g.graph["name"],
+        "sources": dict(program.sources),
+        "overrides": dict(overrides),
+    }
+    return compile_graph(g, seed=seed, meta=meta)
+
+
+def save_checkpoint(module: fx.GraphModule, path: str | os.PathLike[str]) -> None:
+    """Write (sources, overrides, state_dict) so that :func:`load_checkpoint` restores the module."""
+    meta = module.meta.get("archdsl")
+    if not meta:
+        raise ArchCheckpointError("this module was not compiled by archdsl (no sources to save)", None, code="E602")
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "file": meta["file"],
+        "network": meta["network"],
+        "sources": meta["sources"],
+        "overrides": meta["overrides"],
+        "state_dict": module.state_dict(),
+    }
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, target)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> fx.GraphModule:
+    """Rebuild a module from a checkpoint written by :func:`save_checkpoint` (``weights_only`` loading)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ArchCheckpointError(f"no such checkpoint: {path}", None, code="E601") from None
+    except Exception as err:  # torch raises many types for corrupt files
+        raise ArchCheckpointError(f"cannot read checkpoint {path}: {err}", None, code="E601") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ArchCheckpointError(f"{path} is not an archdsl checkpoint", None, code="E603")
+    try:
+        sources = dict(payload["sources"])
+        file = payload["file"]
+        program = load_program(sources[file], file, None, sources)
+        module = _compile(program, payload["network"], None, dict(payload["overrides"]))
+    except KeyError as err:
+        raise ArchCheckpointError(f"checkpoint {path} lacks the entry {err}", None, code="E603") from None
+    except ArchError as err:
+        raise ArchCheckpointError(f"the architecture stored in {path} no longer builds:\n{err}", None, code="E604") from None
+    _load_state(module, payload.get("state_dict"), path)
+    return module
+
+
+def _load_state(module: fx.GraphModule, state: Any, path: Any) -> None:
+    if not isinstance(state, dict):
+        raise ArchCheckpointError(f"checkpoint {path} has no state_dict", None, code="E603")
+    expected = module.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise ArchCheckpointError(f"checkpoint {path} lacks the weight `{key}`", None, code="E605")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise ArchCheckpointError(
+                f"weight `{key}` has shape {list(state[key].shape)} in {path}, but the network needs {list(tensor.shape)}",
+                None, code="E605",
+            )
+    unexpected = [k for k in state if k not in expected]
+    if unexpected:
+        raise ArchCheckpointError(f"checkpoint {path} has the unexpected weight `{unexpected[0]}`", None, code="E605")
+    module.load_state_dict(state, strict=True)

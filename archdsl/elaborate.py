@@ -1,0 +1,620 @@
+"""Stage 2: AST -> structural ``networkx.DiGraph``.
+
+Blocks are instantiated, stages repeated, dense connections and skips
+expanded. Op arguments stay unevaluated here (they may read inferred shapes,
+``in.channels``); :mod:`archdsl.shapes` evaluates them in topological order.
+
+Structural node attributes: ``op``, ``call`` (the ``ast.Arg`` s), ``scope``,
+``span``, ``groups``, and for inputs the evaluated ``args``. Skips leave a
+``shortcut`` node whose policy is applied once shapes are known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from archdsl import syntax as ast
+from archdsl.errors import ArchError, ArchNameError, ArchTypeError, Span, did_you_mean
+from archdsl.expr import Deferred, Scope, evaluate, show, try_evaluate, type_name
+from archdsl.loader import Program
+from archdsl.ops import lookup, user_ops
+from archdsl.parse import parse_expression
+
+SHORTCUT_POLICIES = ("identity", "projection", "zeropad")
+CONNECT_MODES = ("chain", "dense")
+DEFAULT_SHORTCUT_NAME = "downsample"
+MAX_BLOCK_DEPTH = 64
+MAX_REPEAT = 10_000
+MAX_NODES = 200_000
+
+
+@dataclass(frozen=True)
+class Group:
+    """A stage or block instance that a node belongs to (outermost first)."""
+
+    path: str  # module path of the group, e.g. "layer2" or "layer2.0"
+    kind: str  # "stage" or "block"
+    name: str  # the block (or op) that was repeated / instantiated
+    repeat: int | None = None  # index within the stage
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    """A name used before the whole block instance is known."""
+
+    frame: Frame
+    path: str
+    span: Span
+
+
+NodeRef = Any  # str (a node id) or Unresolved
+
+
+@dataclass(eq=False)
+class Frame:
+    """Names of one block (or network) instance."""
+
+    prefix: str
+    where: str
+    input_ref: NodeRef | None
+    names: dict[str, NodeRef] = field(default_factory=dict)
+    name_spans: dict[str, Span] = field(default_factory=dict)
+    reserved: set[str] = field(default_factory=set)
+    outputs: list[ast.Ref] | None = None
+
+    def fresh(self, base: str) -> str:
+        """A local name for an unlabelled node that collides with no label of this frame."""
+        candidate, n = base, 0
+        while candidate in self.reserved or candidate in self.names:
+            n += 1
+            candidate = f"{base}_{n}"
+        self.reserved.add(candidate)
+        return candidate
+
+
+class Elaborator:
+    """Builds the structural graph of one network; collects every error on the way."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.graph = nx.DiGraph()
+        self.errors: list[ArchError] = []
+        self.pending_edges: list[tuple[NodeRef, str, str, int, Span]] = []
+        self.poisoned: set[str] = set()
+        self.block_stack: list[str] = []
+        self._groups: tuple[Group, ...] = ()
+        self._output_refs: list[NodeRef] = []
+
+    # ------------------------------------------------------------ entry
+
+    def network(self, definition: ast.Definition, overrides: Mapping[str, Any]) -> nx.DiGraph:
+        """Instantiate ``definition`` with parameter ``overrides``; returns the structural graph."""
+        frame = Frame(prefix="", where=f"network `{definition.name}`", input_ref=None)
+        scope = self._scope(frame)
+        self._bind_network_params(definition, overrides, scope)
+        output = self._body(definition, frame, scope, cursor=None)
+        outputs = self._network_outputs(definition, frame, output)
+        self._resolve_edges()
+        g = self.graph
+        g.graph.update(
+            name=definition.name,
+            doc=definition.doc or self.program.main.doc,
+            inputs=[n for n, d in g.nodes(data=True) if d["op"] == "input"],
+            outputs=outputs,
+            params={k: v for k, v in scope.values.items() if k in {p.name for p in definition.params}},
+            span=definition.span,
+        )
+        return g
+
+    def _scope(self, frame: Frame, values: dict[str, Any] | None = None) -> Scope:
+        return Scope(
+            values if values is not None else {},
+            frame.where,
+            node_lookup=lambda name: self._lookup_node(frame, name),
+            input_ref=frame.input_ref,
+        )
+
+    def _lookup_node(self, frame: Frame, name: str) -> NodeRef | None:
+        if name in frame.names or name in frame.reserved:
+            return Unresolved(frame, name, Span("", 0, 0, 0, 0))
+        return None
+
+    def _bind_network_params(self, definition: ast.Definition, overrides: Mapping[str, Any], scope: Scope) -> None:
+        known = {p.name for p in definition.params}
+        for name in overrides:
+            if name not in known:
+                hint = did_you_mean(name, known) or (
+                    "its parameters are " + ", ".join(f"`{k}`" for k in known) if known else "it takes no parameters"
+                )
+                self.errors.append(ArchNameError(
+                    f"network `{definition.name}` has no parameter `{name}`", definition.name_span, hint, code="E208"
+                ))
+        for param in definition.params:
+            if param.name in overrides:
+                value = _from_python(overrides[param.name])
+                if value is None:
+                    self.errors.append(ArchTypeError(
+                        f"override `{param.name}` must be an int, float, bool, string or list, "
+                        f"got {type(overrides[param.name]).__name__}",
+                        param.span, code="E309",
+                    ))
+                    continue
+                scope.values[param.name] = value
+            elif param.default is not None:
+                self._guard(lambda p=param: scope.values.__setitem__(p.name, evaluate(p.default, scope)))
+            else:
+                self.errors.append(ArchNameError(
+                    f"network `{definition.name}` needs a value for parameter `{param.name}`",
+                    param.span, f"give a default (`{param.name} = ...`) or pass it as an override", code="E209",
+                ))
+
+    def _guard(self, action) -> Any:
+        try:
+            return action()
+        except ArchError as err:
+            self.errors.append(err)
+            return None
+
+    # ------------------------------------------------------------ bodies
+
+    def _body(self, definition: ast.Definition, frame: Frame, scope: Scope, cursor: NodeRef | None) -> NodeRef | None:
+        for stmt in definition.body:
+            for label in _labels(stmt):
+                frame.reserved.add(label)
+        for stmt in definition.body:
+            try:
+                cursor = self._statement(stmt, definition, frame, scope, cursor)
+            except ArchError as err:
+                self.errors.append(err)
+        if frame.outputs:
+            if definition.kind == "block":
+                if len(frame.outputs) > 1:
+                    self.errors.append(ArchNameError(
+                        "a block has one output", frame.outputs[1].span, "return a `concat(...)` of the outputs", code="E210"
+                    ))
+                return self._ref(frame, frame.outputs[0])
+        return cursor
+
+    def _statement(self, stmt, definition: ast.Definition, frame: Frame, scope: Scope, cursor):
+        if isinstance(stmt, ast.Chain):
+            return self._chain(stmt, definition, frame, scope, cursor)
+        if isinstance(stmt, ast.Skip):
+            return self._skip(stmt, frame, scope)
+        if isinstance(stmt, ast.Let):
+            if stmt.name in scope.values:
+                raise ArchNameError(f"`{stmt.name}` is already defined in {frame.where}", stmt.span, code="E211")
+            scope.values[stmt.name] = try_evaluate(stmt.value, scope)
+            return cursor
+        if isinstance(stmt, ast.InputDecl):
+            return self._input(stmt, definition, frame, scope)
+        if isinstance(stmt, ast.OutputDecl):
+            if frame.outputs is not None:
+                raise ArchNameError("`output` is declared twice", stmt.span, code="E212")
+            frame.outputs = list(stmt.refs)
+            return cursor
+        raise TypeError(stmt)  # pragma: no cover
+
+    def _input(self, stmt: ast.InputDecl, definition: ast.Definition, frame: Frame, scope: Scope) -> str:
+        if definition.kind != "network":
+            raise ArchNameError(
+                "a block cannot declare inputs", stmt.span, "a block's input is `in`; declare inputs in the network",
+                code="E213",
+            )
+        shape = evaluate(stmt.shape, scope)
+        if isinstance(shape, int) and not isinstance(shape, bool):
+            shape = (shape,)
+        if (
+            not isinstance(shape, tuple)
+            or len(shape) not in (1, 3)
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+        ):
+            raise ArchTypeError(
+                f"an input shape is a list of one or three ints ([features] or [C, H, W]), got {show(shape)}",
+                stmt.shape.span, code="E310",
+            )
+        if any(v < 1 for v in shape):
+            raise ArchTypeError(f"input sizes must be positive, got {show(shape)}", stmt.shape.span, code="E311")
+        node = self._add_node(frame, stmt.name, stmt.span, op="input", args={"shape": shape})
+        frame.names[stmt.name] = node
+        return node
+
+    # ------------------------------------------------------------ chains
+
+    def _chain(self, chain: ast.Chain, definition, frame: Frame, scope: Scope, cursor):
+        links = chain.links
+        for index, link in enumerate(links):
+            target = link.target
+            if isinstance(target, ast.Ref) and link.label is None and index == 0 and len(links) > 1:
+                cursor = self._ref(frame, target)
+                continue
+            if isinstance(target, ast.Ref):
+                target = ast.Call(target.path, (), target.span, target.span)
+            if isinstance(target, ast.Stage):
+                cursor = self._stage(target, link, frame, scope, cursor)
+            else:
+                cursor = self._call(target, link.label, link.label_span, link.span, frame, scope, cursor)
+        return cursor
+
+    def _ref(self, frame: Frame, ref: ast.Ref) -> NodeRef:
+        if ref.path == "in":
+            if frame.input_ref is None:
+                raise ArchNameError(
+                    "`in` has no meaning in a network", ref.span, "refer to a declared input by its name", code="E204"
+                )
+            return frame.input_ref
+        return Unresolved(frame, ref.path, ref.span)
+
+    def _callee(self, call: ast.Call, definition_file: str):
+        namespace = self.program.namespaces.get(definition_file, {})
+        if call.callee in namespace:
+            target = namespace[call.callee]
+            if target.kind == "network":
+                raise ArchNameError(
+                    f"`{call.callee}` is a network and cannot be used inside another",
+                    call.callee_span, "turn it into a `block`", code="E214",
+                )
+            return target
+        spec = lookup(call.callee)
+        if spec is not None and not spec.internal:
+            return spec
+        hint = did_you_mean(call.callee, [*namespace, *user_ops()])
+        raise ArchNameError(f"unknown op or block `{call.callee}`", call.callee_span, hint, code="E202")
+
+    def _call(self, call: ast.Call, label, label_span, span, frame: Frame, scope: Scope, cursor, node_path=None):
+        target = self._callee(call, span.file)
+        if isinstance(target, ast.Definition):
+            return self._block_call(target, call, label, frame, scope, cursor, node_path)
+        spec = target
+        inputs: list[NodeRef] = []
+        call_args = call.args
+        if spec.inputs_in_args:
+            inputs = [self._arg_ref(frame, arg) for arg in call.args if arg.name is None]
+            call_args = tuple(arg for arg in call.args if arg.name is not None)
+        else:
+            if cursor is None:
+                raise ArchNameError(
+                    f"`{label or call.callee}` has no input", call.callee_span,
+                    "declare an input first: `input image: [3, 224, 224]`", code="E215",
+                )
+            inputs = [cursor]
+        local = node_path if node_path is not None else (label or frame.fresh(call.callee))
+        node = self._add_node(
+            frame, local, call.span, op=spec.name, call=call_args, scope=scope, label_span=label_span,
+        )
+        for position, source in enumerate(inputs):
+            self.pending_edges.append((source, node, spec.edge_kind(position), position, call.span))
+        if label:
+            frame.names[label] = node
+        return node
+
+    def _arg_ref(self, frame: Frame, arg: ast.Arg) -> NodeRef:
+        value = arg.value
+        if isinstance(value, ast.InputRef):
+            return self._ref(frame, ast.Ref("in", value.span))
+        path = _expr_path(value)
+        if path is None:
+            raise ArchTypeError(
+                "inputs of a merge are node names", arg.span, "write the names of the nodes to merge, e.g. `add(a, b)`",
+                code="E312",
+            )
+        return Unresolved(frame, path, arg.span)
+
+    # ------------------------------------------------------------ blocks
+
+    def _block_call(self, block: ast.Definition, call: ast.Call, label, frame, scope, cursor, node_path):
+        if block.name in self.block_stack:
+            raise ArchNameError(
+                f"block `{block.name}` uses itself", call.callee_span, "blocks cannot be recursive", code="E216"
+            )
+        if len(self.block_stack) >= MAX_BLOCK_DEPTH:
+            raise ArchNameError(f"blocks nest deeper than {MAX_BLOCK_DEPTH}", call.callee_span, code="E217")
+        if cursor is None:
+            raise ArchNameError(
+                f"block `{block.name}` has no input", call.callee_span,
+                "declare an input first: `input image: [3, 224, 224]`", code="E215",
+            )
+        local = node_path if node_path is not None else label
+        prefix = frame.prefix + (f"{local}." if local else "")
+        inner = Frame(prefix=prefix, where=f"block `{block.name}`", input_ref=cursor)
+        values = self._bind_block_args(block, call, scope, inner)
+        inner_scope = self._scope(inner, values)
+        groups = self._groups_now()
+        if local and not (groups and groups[-1].path == prefix.rstrip(".")):
+            groups += (Group(path=prefix.rstrip("."), kind="block", name=block.name),)
+        self.block_stack.append(block.name)
+        try:
+            output = self._with_groups(groups, lambda: self._body(block, inner, inner_scope, cursor))
+        finally:
+            self.block_stack.pop()
+        if output is None:
+            raise ArchNameError(f"block `{block.name}` is empty", block.name_span, code="E218")
+        if label:
+            frame.names[label] = output
+        return output
+
+    def _with_groups(self, groups, action):
+        saved = self._groups
+        self._groups = groups
+        try:
+            return action()
+        finally:
+            self._groups = saved
+
+    def _bind_block_args(self, block: ast.Definition, call: ast.Call, scope: Scope, inner: Frame) -> dict[str, Any]:
+        params = block.params
+        names = [p.name for p in params]
+        values: dict[str, Any] = {}
+        positional = [a for a in call.args if a.name is None]
+        if len(positional) > len(params):
+            raise ArchTypeError(
+                f"block `{block.name}` takes {len(params)} argument(s), got {len(positional)}",
+                positional[len(params)].span, code="E313",
+            )
+        for param, arg in zip(params, positional):
+            values[param.name] = try_evaluate(arg.value, scope)
+        for arg in call.args:
+            if arg.name is None:
+                continue
+            if arg.name not in names:
+                hint = did_you_mean(arg.name, names)
+                raise ArchNameError(f"block `{block.name}` has no parameter `{arg.name}`", arg.span, hint, code="E219")
+            if arg.name in values:
+                raise ArchTypeError(f"`{arg.name}` is given twice", arg.span, code="E314")
+            values[arg.name] = try_evaluate(arg.value, scope)
+        defaults_scope = self._scope(inner, values)
+        for param in params:
+            if param.name in values:
+                continue
+            if param.default is None:
+                raise ArchTypeError(
+                    f"block `{block.name}` needs a value for `{param.name}`", call.span, code="E315"
+                )
+            values[param.name] = try_evaluate(param.default, defaults_scope)
+        return values
+
+    # ------------------------------------------------------------ stages
+
+    def _stage(self, stage: ast.Stage, link: ast.Link, frame: Frame, scope: Scope, cursor):
+        if link.label is None:
+            raise ArchNameError(
+                "a stage needs a name", stage.span, "write `layer1: stage block(...) x N`", code="E220"
+            )
+        count = evaluate(stage.count, scope)
+        if isinstance(count, Deferred) or isinstance(count, bool) or not isinstance(count, int):
+            raise ArchTypeError(f"a repeat count must be an int, got {type_name(count)}", stage.count.span, code="E316")
+        if count < 1:
+            raise ArchTypeError(f"a repeat count must be at least 1, got {count}", stage.count.span, code="E317")
+        if count > MAX_REPEAT:
+            raise ArchTypeError(f"a repeat count of {count} exceeds the limit of {MAX_REPEAT}", stage.count.span, code="E317")
+        connect = stage.connect or "chain"
+        if connect not in CONNECT_MODES:
+            hint = did_you_mean(connect, CONNECT_MODES) or "use `connect=chain` or `connect=dense`"
+            raise ArchNameError(f"unknown connection `{connect}`", stage.span, hint, code="E221")
+        if any(a.name is None for a in stage.first):
+            raise ArchTypeError("`first(...)` takes keyword arguments only", stage.span, code="E318")
+        template = stage.names.value if stage.names is not None else "{i}"
+        stage_path = frame.prefix + link.label
+        stage_group = Group(path=stage_path, kind="stage", name=stage.call.callee)
+        groups = self._groups_now() + (stage_group,)
+        stage_input = cursor
+        outputs: list[NodeRef] = []
+        seen_names: dict[str, int] = {}
+        for i in range(count):
+            repeat_scope = scope.child({"i": i})
+            name = self._repeat_name(template, stage, repeat_scope)
+            if name in seen_names:
+                raise ArchNameError(
+                    f"repeats {seen_names[name]} and {i} are both named `{name}`",
+                    stage.names.span if stage.names else stage.span, "use `{i}` in the names template", code="E222",
+                )
+            seen_names[name] = i
+            args = stage.call.args
+            if i == 0 and stage.first:
+                overridden = {a.name for a in stage.first}
+                args = tuple(a for a in args if a.name not in overridden) + stage.first
+            call = ast.Call(stage.call.callee, args, stage.call.span, stage.call.callee_span)
+            if connect == "dense" and outputs:
+                concat_id = self._add_node(
+                    frame, f"{link.label}.{name}.in", stage.span, op="concat", call=(), scope=repeat_scope,
+                    groups=groups,
+                )
+                for position, source in enumerate([stage_input, *outputs]):
+                    self.pending_edges.append((source, concat_id, "concat", position, stage.span))
+                layer_input = concat_id
+            else:
+                layer_input = stage_input if connect == "dense" else (outputs[-1] if outputs else stage_input)
+            repeat_group = Group(path=f"{stage_path}.{name}", kind="block", name=stage.call.callee, repeat=i)
+            is_block = isinstance(self._callee(call, stage.span.file), ast.Definition)
+            out = self._with_groups(
+                groups + ((repeat_group,) if is_block else ()),
+                lambda: self._call(
+                    call, None, None, stage.span, frame, repeat_scope, layer_input, node_path=f"{link.label}.{name}"
+                ),
+            )
+            outputs.append(out)
+        if connect == "dense":
+            out_id = self._add_node(
+                frame, f"{link.label}.out", stage.span, op="concat", call=(), scope=scope, groups=groups
+            )
+            for position, source in enumerate([stage_input, *outputs]):
+                self.pending_edges.append((source, out_id, "concat", position, stage.span))
+            result = out_id
+        else:
+            result = outputs[-1]
+        frame.names[link.label] = result
+        return result
+
+    def _groups_now(self) -> tuple[Group, ...]:
+        return self._groups
+
+    def _repeat_name(self, template: str, stage: ast.Stage, scope: Scope) -> str:
+        out, pos = [], 0
+        span = stage.names.span if stage.names is not None else stage.span
+        while pos < len(template):
+            start = template.find("{", pos)
+            if start < 0:
+                out.append(template[pos:])
+                break
+            end = template.find("}", start)
+            if end < 0:
+                raise ArchTypeError("unclosed `{` in the names template", span, code="E319")
+            out.append(template[pos:start])
+            expr = parse_expression(template[start + 1 : end], span.file, span.line, span.column + 2 + start)
+            value = evaluate(expr, scope)
+            out.append(str(value) if not isinstance(value, bool) else show(value))
+            pos = end + 1
+        name = "".join(out)
+        parts = name.split(".")
+        if not all(p and (p.isidentifier() or p.isdigit()) for p in parts):
+            raise ArchTypeError(
+                f"the names template gives `{name}`, which is not a valid module name", span,
+                "names are made of letters, digits and `_`", code="E320",
+            )
+        return name
+
+    # ------------------------------------------------------------- skips
+
+    def _skip(self, skip: ast.Skip, frame: Frame, scope: Scope):
+        policy = skip.policy or "identity"
+        if policy not in SHORTCUT_POLICIES:
+            hint = did_you_mean(policy, SHORTCUT_POLICIES) or "policies: " + ", ".join(SHORTCUT_POLICIES)
+            raise ArchNameError(f"unknown shortcut policy `{policy}`", skip.policy_span or skip.span, hint, code="E223")
+        source = self._ref(frame, skip.src)
+        target = self._ref(frame, skip.dst)
+        alias = skip.alias or frame.fresh(DEFAULT_SHORTCUT_NAME)
+        shortcut = self._add_node(
+            frame, alias, skip.span, op="shortcut", call=(), scope=scope, policy=policy, target=target
+        )
+        self.pending_edges.append((source, shortcut, "skip", 0, skip.span))
+        add = self._add_node(frame, skip.label or frame.fresh("add"), skip.span, op="add", call=(), scope=scope)
+        self.pending_edges.append((target, add, "flow", 0, skip.span))
+        self.pending_edges.append((shortcut, add, "skip", 1, skip.span))
+        if skip.label:
+            frame.names[skip.label] = add
+        return add
+
+    # ------------------------------------------------------------- nodes
+
+    def _add_node(self, frame: Frame, local: str, span: Span, *, op: str, groups=None, label_span=None, **attrs) -> str:
+        node_id = frame.prefix + local
+        if local in frame.name_spans or node_id in self.graph:
+            first = frame.name_spans.get(local)
+            raise ArchNameError(
+                f"`{local}` is defined twice in {frame.where}", label_span or span,
+                f"the first definition is at {first}" if first else "names of nodes must be unique", code="E224",
+            )
+        if self.graph.number_of_nodes() >= MAX_NODES:
+            raise ArchTypeError(f"the network has more than {MAX_NODES} nodes", span, code="E321")
+        frame.name_spans[local] = span
+        groups = self._groups_now() if groups is None else groups
+        self.graph.add_node(node_id, op=op, span=span, groups=tuple(groups), **attrs)
+        return node_id
+
+    # ---------------------------------------------------------- resolving
+
+    def resolve(self, ref: NodeRef) -> str | None:
+        """The node id a reference names, or None (with an error recorded)."""
+        seen = 0
+        while isinstance(ref, Unresolved):
+            seen += 1
+            if seen > 1000:
+                return None
+            frame = ref.frame
+            if ref.path in frame.names:
+                ref = frame.names[ref.path]
+                continue
+            full = frame.prefix + ref.path
+            if full in self.graph:
+                return full
+            hint = did_you_mean(ref.path, [*frame.names, *(["in"] if frame.input_ref is not None else [])])
+            self.errors.append(ArchNameError(f"unknown node `{ref.path}` in {frame.where}", ref.span, hint, code="E201"))
+            return None
+        return ref
+
+    def _resolve_edges(self) -> None:
+        for source, target, kind, position, span in self.pending_edges:
+            node = self.resolve(source)
+            if node is None:
+                self.poisoned.add(target)
+                continue
+            if self.graph.has_edge(node, target):
+                # the same node feeding one merge twice: keep both positions
+                self.graph.edges[node, target].setdefault("extra", []).append((kind, position))
+                continue
+            self.graph.add_edge(node, target, kind=kind, position=position, span=span)
+        for node, data in self.graph.nodes(data=True):
+            if data["op"] == "shortcut":
+                resolved = self.resolve(data["target"])
+                data["target"] = resolved
+                if resolved is None:
+                    self.poisoned.add(node)
+
+    def _network_outputs(self, definition: ast.Definition, frame: Frame, cursor) -> list[NodeRef]:
+        refs = [self._ref(frame, r) for r in frame.outputs] if frame.outputs else ([cursor] if cursor is not None else [])
+        if not refs:
+            self.errors.append(ArchNameError(
+                f"network `{definition.name}` computes nothing", definition.name_span,
+                "declare an input and at least one op", code="E225",
+            ))
+        self._output_refs = refs
+        return refs
+
+    def finish_outputs(self) -> list[str]:
+        """Resolve the network's output references (after edges are resolved)."""
+        outs = [self.resolve(r) for r in self._output_refs]
+        return [o for o in outs if o is not None]
+
+
+def _labels(stmt) -> list[str]:
+    if isinstance(stmt, ast.Chain):
+        return [link.label for link in stmt.links if link.label]
+    if isinstance(stmt, ast.Skip):
+        return [x for x in (stmt.label, stmt.alias) if x]
+    if isinstance(stmt, ast.InputDecl):
+        return [stmt.name]
+    return []
+
+
+def _expr_path(expr: ast.Expr) -> str | None:
+    if isinstance(expr, ast.Name):
+        return expr.name
+    if isinstance(expr, ast.Attr):
+        inner = _expr_path(expr.obj)
+        return f"{inner}.{expr.name}" if inner else None
+    return None
+
+
+def _from_python(value: Any) -> Any:
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_from_python(v) for v in value]
+        return None if any(i is None for i in items) else tuple(items)
+    return None
+
+
+def elaborate(program: Program, network: str | None, overrides: Mapping[str, Any]) -> tuple[nx.DiGraph, Elaborator]:
+    """Expand the chosen network of ``program`` into a structural graph.
+
+    Returns the graph and the elaborator, whose ``errors`` and ``poisoned``
+    nodes the next stages take into account.
+    """
+    networks = program.networks()
+    if not networks:
+        hint = "this file only defines blocks; import it from a file with a `network`"
+        raise ArchNameError("no network is defined", None, hint, code="E226").with_sources(program.sources)
+    if network is None:
+        chosen = networks[-1]
+    else:
+        chosen = next((n for n in networks if n.name == network), None)
+        if chosen is None:
+            hint = did_you_mean(network, [n.name for n in networks])
+            raise ArchNameError(f"no network `{network}` in this file", None, hint, code="E226").with_sources(program.sources)
+    elaborator = Elaborator(program)
+    g = elaborator.network(chosen, overrides)
+    g.graph["outputs"] = elaborator.finish_outputs()
+    return g, elaborator

@@ -1,0 +1,245 @@
+"""The package's one error root, its diagnostics, and their rustc-style rendering.
+
+Every failure the user can cause is an :class:`ArchError` (or a subclass)
+holding one or more :class:`Diagnostic` s, each pointing at a :class:`Span`
+of the source. ``str(error)`` renders all of them::
+
+    error[E301]: unknown op `conv2` in `block basic`
+     --> net.arch:3:11
+      |
+    3 |     conv1: conv2(64, k=3)
+      |            ^^^^^
+      = help: did you mean `conv`?
+"""
+
+from __future__ import annotations
+
+import difflib
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """A region of one source file; lines and columns are 1-based, end exclusive."""
+
+    file: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Label:
+    """A secondary location attached to a diagnostic ("edge added here")."""
+
+    span: Span
+    message: str
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem found in a source file."""
+
+    code: str
+    message: str
+    span: Span | None
+    hint: str | None = None
+    severity: str = "error"
+    labels: tuple[Label, ...] = ()
+
+    def render(self, sources: Mapping[str, str] | None = None) -> str:
+        """Render rustc-style: header, location, source line, caret, help."""
+        return render_diagnostic(self, sources or {})
+
+    def to_dict(self) -> dict:
+        """A JSON-ready view (file, line, column, end, severity, code, message, hint)."""
+        span = self.span
+        return {
+            "file": span.file if span else None,
+            "line": span.line if span else None,
+            "column": span.column if span else None,
+            "end_line": span.end_line if span else None,
+            "end_column": span.end_column if span else None,
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class ArchError(Exception):
+    """Root of every error archdsl raises; carries all diagnostics of a run."""
+
+    default_code = "E000"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        span: Span | None = None,
+        hint: str | None = None,
+        *,
+        code: str | None = None,
+        labels: Iterable[Label] = (),
+        diagnostics: Iterable[Diagnostic] | None = None,
+        sources: Mapping[str, str] | None = None,
+    ) -> None:
+        if diagnostics is None:
+            diag = Diagnostic(code or self.default_code, message or "", span, hint, labels=tuple(labels))
+            diagnostics = (diag,)
+        self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
+        self.sources: dict[str, str] = dict(sources or {})
+        super().__init__(self.diagnostics[0].message if self.diagnostics else "")
+
+    # Structured fields of the first (primary) diagnostic.
+    @property
+    def message(self) -> str:
+        return self.diagnostics[0].message
+
+    @property
+    def span(self) -> Span | None:
+        return self.diagnostics[0].span
+
+    @property
+    def hint(self) -> str | None:
+        return self.diagnostics[0].hint
+
+    @property
+    def code(self) -> str:
+        return self.diagnostics[0].code
+
+    @property
+    def file(self) -> str | None:
+        return self.span.file if self.span else None
+
+    @property
+    def line(self) -> int | None:
+        return self.span.line if self.span else None
+
+    @property
+    def column(self) -> int | None:
+        return self.span.column if self.span else None
+
+    def with_sources(self, sources: Mapping[str, str]) -> ArchError:
+        """Attach source texts so that ``str(self)`` can show the lines."""
+        self.sources.update(sources)
+        return self
+
+    def render(self) -> str:
+        """All diagnostics, rendered one after the other."""
+        return "\n\n".join(d.render(self.sources) for d in self.diagnostics)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+class ArchSyntaxError(ArchError):
+    """The text does not follow the grammar."""
+
+    default_code = "E101"
+
+
+class ArchNameError(ArchError):
+    """An unknown, duplicate or misplaced name (op, block, node, parameter)."""
+
+    default_code = "E201"
+
+
+class ArchImportError(ArchError):
+    """An import that cannot be resolved (missing file, cycle, escape)."""
+
+    default_code = "E250"
+
+
+class ArchTypeError(ArchError):
+    """A value of the wrong type or out of range."""
+
+    default_code = "E301"
+
+
+class ArchShapeError(ArchError):
+    """Shapes that do not fit (merge mismatch, kernel larger than input, ...)."""
+
+    default_code = "E401"
+
+
+class ArchGraphError(ArchError):
+    """A graph that is not a valid network (cycle, unreachable node, ...)."""
+
+    default_code = "E501"
+
+
+class ArchCheckpointError(ArchError):
+    """A checkpoint that cannot be restored."""
+
+    default_code = "E601"
+
+
+def combine(errors: list[ArchError], sources: Mapping[str, str] | None = None) -> ArchError:
+    """Fold several errors into one exception (of the first one's class)."""
+    diagnostics = [d for e in errors for d in e.diagnostics]
+    cls = type(errors[0])
+    merged = cls(diagnostics=diagnostics)
+    for e in errors:
+        merged.sources.update(e.sources)
+    merged.sources.update(sources or {})
+    return merged
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
+    """A "did you mean `x`?" hint for a near-miss name, or None."""
+    matches = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean `{matches[0]}`?" if matches else None
+
+
+TAB_WIDTH = 4
+
+
+def _display_width(text: str) -> int:
+    width = 0
+    for ch in text:
+        if ch == "\t":
+            width += TAB_WIDTH - width % TAB_WIDTH
+        elif unicodedata.combining(ch):
+            continue
+        elif unicodedata.east_asian_width(ch) in ("W", "F"):
+            width += 2
+        else:
+            width += 1
+    return width
+
+
+def _expand_tabs(text: str) -> str:
+    out = []
+    for ch in text:
+        out.append(" " * (TAB_WIDTH - _display_width("".join(out)) % TAB_WIDTH) if ch == "\t" else ch)
+    return "".join(out)
+
+
+def render_diagnostic(diag: Diagnostic, sources: Mapping[str, str]) -> str:
+    """Render one diagnostic; source lines come from ``sources`` (file -> text)."""
+    lines = [f"{diag.severity}[{diag.code}]: {diag.message}"]
+    span = diag.span
+    if span is not None:
+        text = sources.get(span.file)
+        src_lines = text.splitlines() if text is not None else []
+        gutter = " " * len(str(span.line))
+        lines.append(f"{gutter}--> {span}")
+        if 0 < span.line <= len(src_lines):
+            src = src_lines[span.line - 1]
+            start = _display_width(src[: span.column - 1])
+            end_col = span.end_column if span.end_line == span.line else len(src) + 1
+            width = max(1, _display_width(src[span.column - 1 : end_col - 1]))
+            lines.append(f"{gutter} |")
+            lines.append(f"{span.line} | {_expand_tabs(src).rstrip()}")
+            lines.append(f"{gutter} | {' ' * start}{'^' * width}")
+        for label in diag.labels:
+            lines.append(f"{gutter} = note: {label.message} at {label.span}")
+    if diag.hint:
+        lines.append(f"{' ' * (len(str(span.line)) if span else 0)} = help: {diag.hint}")
+    return "\n".join(lines)

@@ -1,0 +1,286 @@
+"""Single-input ops: convolution, pooling, normalisation, activations, linear."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from archdsl.expr import Shape
+from archdsl.ops.registry import ArgSpec, OpSpec, ShapeProblem, register
+
+Args = Mapping[str, Any]
+
+
+def _image(shapes: Sequence[Shape], op: str) -> Shape:
+    (shape,) = shapes
+    if len(shape) != 3:
+        raise ShapeProblem(
+            f"`{op}` needs a [C, H, W] input, got {list(shape)}",
+            hint="a flat input has lost its spatial dimensions; move this op before `flatten`",
+        )
+    return shape
+
+
+def _window_out(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool, arg: str) -> int:
+    span = dilation * (k - 1) + 1
+    if size + 2 * pad < span:
+        raise ShapeProblem(
+            f"kernel {k} (spanning {span}) is larger than its input of size {size}"
+            + (f" padded by {pad}" if pad else ""),
+            arg=arg,
+            hint="use a smaller kernel, more padding, or downsample less before this op",
+        )
+    numerator = size + 2 * pad - span
+    out = (-(-numerator // stride) if ceil else numerator // stride) + 1
+    if ceil and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _spatial_out(args: Args, h: int, w: int, ceil: bool = False) -> tuple[int, int]:
+    (kh, kw), (sh, sw), (ph, pw) = args["k"], args["stride"], args["pad"]
+    dh, dw = args.get("dilation", (1, 1))
+    return (
+        _window_out(h, kh, sh, ph, dh, ceil, "k"),
+        _window_out(w, kw, sw, pw, dw, ceil, "k"),
+    )
+
+
+# ------------------------------------------------------------------- conv
+
+
+def _conv_infer(args: Args, shapes: Sequence[Shape]) -> Shape:
+    c, h, w = _image(shapes, "conv")
+    groups = args["groups"]
+    if c % groups or args["out"] % groups:
+        raise ShapeProblem(
+            f"`groups={groups}` must divide both the input channels ({c}) and the output channels ({args['out']})",
+            arg="groups",
+        )
+    return (args["out"], *_spatial_out(args, h, w))
+
+
+def _conv_params(args: Args, shapes: Sequence[Shape]) -> int:
+    c = shapes[0][0]
+    kh, kw = args["k"]
+    return args["out"] * (c // args["groups"]) * kh * kw + (args["out"] if args["bias"] else 0)
+
+
+def _conv_macs(args: Args, shapes: Sequence[Shape], out: Shape) -> int:
+    kh, kw = args["k"]
+    return math.prod(out) * (shapes[0][0] // args["groups"]) * kh * kw
+
+
+def _conv_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
+    conv = nn.Conv2d(
+        shapes[0][0], args["out"], args["k"], stride=args["stride"], padding=args["pad"],
+        dilation=args["dilation"], groups=args["groups"], bias=args["bias"],
+    )
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    if conv.bias is not None:
+        nn.init.constant_(conv.bias, args["bias_init"])
+    return conv
+
+
+register(OpSpec(
+    name="conv",
+    summary="2-d convolution (torch.nn.Conv2d); input channels are inferred",
+    args=(
+        ArgSpec("out", "int", minimum=1, doc="output channels"),
+        ArgSpec("k", "int2", minimum=1, doc="kernel size"),
+        ArgSpec("stride", "int2", 1, minimum=1),
+        ArgSpec("pad", "int2", 0, minimum=0, doc="zero padding on each side"),
+        ArgSpec("dilation", "int2", 1, minimum=1),
+        ArgSpec("groups", "int", 1, minimum=1),
+        ArgSpec("bias", "bool", True),
+        ArgSpec("bias_init", "float", 0.0, doc="initial value of the bias"),
+    ),
+    infer=_conv_infer,
+    count_params=_conv_params,
+    count_macs=_conv_macs,
+    build=_conv_build,
+))
+
+# -------------------------------------------------------------- pooling
+
+
+def _pool_infer(op: str):
+    def infer(args: Args, shapes: Sequence[Shape]) -> Shape:
+        c, h, w = _image(shapes, op)
+        for (k, p) in zip(args["k"], args["pad"]):
+            if 2 * p > k:
+                raise ShapeProblem(f"padding {p} must be at most half the kernel size {k}", arg="pad")
+        return (c, *_spatial_out(args, h, w, ceil=args["ceil"]))
+
+    return infer
+
+
+def _pool_args(extra: tuple[ArgSpec, ...] = ()) -> tuple[ArgSpec, ...]:
+    return (
+        ArgSpec("k", "int2", minimum=1, doc="window size"),
+        ArgSpec("stride", "int2", None, minimum=1, doc="defaults to the window size"),
+        ArgSpec("pad", "int2", 0, minimum=0),
+        ArgSpec("ceil", "bool", False, doc="ceil instead of floor for the output size"),
+        *extra,
+    )
+
+
+def _stride_defaults_to_window(args: dict[str, Any]) -> dict[str, Any]:
+    return {**args, "stride": args["k"] if args["stride"] is None else args["stride"]}
+
+
+def _emit_maxpool(call, inputs, args):
+    return call(F.max_pool2d, tuple(inputs), {
+        "kernel_size": args["k"], "stride": args["stride"], "padding": args["pad"], "ceil_mode": args["ceil"],
+    })
+
+
+def _emit_avgpool(call, inputs, args):
+    return call(F.avg_pool2d, tuple(inputs), {
+        "kernel_size": args["k"], "stride": args["stride"], "padding": args["pad"], "ceil_mode": args["ceil"],
+        "count_include_pad": args["count_pad"],
+    })
+
+
+register(OpSpec(
+    name="maxpool", summary="2-d max pooling", args=_pool_args(),
+    infer=_pool_infer("maxpool"), emit=_emit_maxpool, finish_args=_stride_defaults_to_window,
+))
+register(OpSpec(
+    name="avgpool", summary="2-d average pooling",
+    args=_pool_args((ArgSpec("count_pad", "bool", True, doc="count padded zeros in the average"),)),
+    infer=_pool_infer("avgpool"), emit=_emit_avgpool, finish_args=_stride_defaults_to_window,
+))
+
+
+def _adaptive_infer(op: str):
+    def infer(args: Args, shapes: Sequence[Shape]) -> Shape:
+        c, _, _ = _image(shapes, op)
+        return (c, *args["size"])
+
+    return infer
+
+
+register(OpSpec(
+    name="adaptive_avgpool", summary="average pooling to a fixed output size",
+    args=(ArgSpec("size", "int2", minimum=1),),
+    infer=_adaptive_infer("adaptive_avgpool"),
+    emit=lambda call, inputs, args: call(F.adaptive_avg_pool2d, tuple(inputs), {"output_size": args["size"]}),
+))
+register(OpSpec(
+    name="adaptive_maxpool", summary="max pooling to a fixed output size",
+    args=(ArgSpec("size", "int2", minimum=1),),
+    infer=_adaptive_infer("adaptive_maxpool"),
+    emit=lambda call, inputs, args: call(F.adaptive_max_pool2d, tuple(inputs), {"output_size": args["size"]}),
+))
+
+# -------------------------------------------------------- normalisation
+
+
+def _bn_infer(args: Args, shapes: Sequence[Shape]) -> Shape:
+    (shape,) = shapes
+    if len(shape) not in (1, 3):
+        raise ShapeProblem(f"`batchnorm` needs a [C, H, W] or flat [F] input, got {list(shape)}")
+    return shape
+
+
+def _bn_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
+    cls = nn.BatchNorm2d if len(shapes[0]) == 3 else nn.BatchNorm1d
+    return cls(shapes[0][0], eps=args["eps"], momentum=args["momentum"])
+
+
+register(OpSpec(
+    name="batchnorm", summary="batch normalisation over channels (BatchNorm2d, or BatchNorm1d on flat inputs)",
+    args=(ArgSpec("eps", "float", 1e-5, minimum=0.0), ArgSpec("momentum", "float", 0.1, minimum=0.0, maximum=1.0)),
+    infer=_bn_infer,
+    count_params=lambda args, shapes: 2 * shapes[0][0],
+    build=_bn_build,
+))
+
+# ---------------------------------------------------------- activations
+
+
+def _same(args: Args, shapes: Sequence[Shape]) -> Shape:
+    return shapes[0]
+
+
+def _elementwise(name: str, fn, summary: str) -> None:
+    register(OpSpec(
+        name=name, summary=summary, infer=_same,
+        emit=lambda call, inputs, args: call(fn, tuple(inputs)),
+    ))
+
+
+_elementwise("relu", torch.relu, "rectified linear unit")
+_elementwise("sigmoid", torch.sigmoid, "logistic sigmoid")
+_elementwise("tanh", torch.tanh, "hyperbolic tangent")
+_elementwise("gelu", F.gelu, "Gaussian error linear unit")
+_elementwise("silu", F.silu, "sigmoid linear unit (swish)")
+register(OpSpec(
+    name="identity", summary="pass the input through unchanged", infer=_same,
+    emit=lambda call, inputs, args: inputs[0],
+))
+
+register(OpSpec(
+    name="softmax", summary="softmax over channels / features", infer=_same,
+    emit=lambda call, inputs, args: call(torch.softmax, tuple(inputs), {"dim": 1}),
+))
+register(OpSpec(
+    name="dropout", summary="dropout (active in training mode only)",
+    args=(ArgSpec("p", "float", 0.5, minimum=0.0, maximum=1.0),),
+    infer=_same,
+    build=lambda args, shapes: nn.Dropout(args["p"]),
+))
+
+# ------------------------------------------------------------ flat ops
+
+
+register(OpSpec(
+    name="flatten", summary="flatten everything but the batch dimension",
+    infer=lambda args, shapes: (math.prod(shapes[0]),),
+    emit=lambda call, inputs, args: call(torch.flatten, tuple(inputs), {"start_dim": 1}),
+))
+
+
+def _linear_infer(args: Args, shapes: Sequence[Shape]) -> Shape:
+    (shape,) = shapes
+    if len(shape) != 1:
+        raise ShapeProblem(
+            f"`linear` needs a flat input, got {list(shape)}",
+            hint="add `flatten` (or a pooling op and `flatten`) before it",
+        )
+    return (args["out"],)
+
+
+def _linear_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
+    layer = nn.Linear(shapes[0][0], args["out"], bias=args["bias"])
+    if layer.bias is not None and args["bias_init"] is not None:
+        nn.init.constant_(layer.bias, args["bias_init"])
+    return layer
+
+
+register(OpSpec(
+    name="linear", summary="fully connected layer (torch.nn.Linear); input features are inferred",
+    args=(
+        ArgSpec("out", "int", minimum=1, doc="output features"),
+        ArgSpec("bias", "bool", True),
+        ArgSpec("bias_init", "float", None, doc="initial value of the bias (default: PyTorch's)"),
+    ),
+    infer=_linear_infer,
+    count_params=lambda args, shapes: args["out"] * shapes[0][0] + (args["out"] if args["bias"] else 0),
+    count_macs=lambda args, shapes, out: args["out"] * shapes[0][0],
+    build=_linear_build,
+))
+
+# ---------------------------------------------------------------- input
+
+
+register(OpSpec(
+    name="input", summary="a network input of a declared shape (batch dimension excluded)",
+    infer=lambda args, shapes: args["shape"], min_inputs=0, max_inputs=0, internal=True,
+))

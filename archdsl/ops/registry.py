@@ -1,0 +1,151 @@
+"""The op registry: name -> argument schema, shape rule, counts and torch emission.
+
+Adding an op is one :func:`register` call with its :class:`OpSpec`; no stage
+of the pipeline names ops one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from archdsl.expr import Shape, show, type_name
+
+REQUIRED = object()
+
+
+class ShapeProblem(Exception):
+    """Raised by shape rules; the elaborator attaches the source location."""
+
+    def __init__(self, message: str, arg: str | None = None, hint: str | None = None, input_index: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.arg = arg
+        self.hint = hint
+        self.input_index = input_index
+
+
+class ArgProblem(Exception):
+    """An argument value that does not fit its schema."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One argument of an op: its name, type, default and range."""
+
+    name: str
+    kind: str  # "int", "float", "bool", "int2" (int or [int, int]), "str"
+    default: Any = REQUIRED
+    minimum: float | None = None
+    maximum: float | None = None
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def coerce(self, value: Any) -> Any:
+        """Check ``value`` against the schema and normalise it (int2 -> tuple)."""
+        if value is None and self.default is None:
+            return None
+        kind = self.kind
+        if kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind == "float":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind == "str":
+            ok = isinstance(value, str)
+        elif kind == "int2":
+            if isinstance(value, int) and not isinstance(value, bool):
+                value, ok = (value, value), True
+            else:
+                ok = (
+                    isinstance(value, tuple)
+                    and len(value) == 2
+                    and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+                )
+        else:  # pragma: no cover - a registry bug
+            raise ValueError(kind)
+        if not ok:
+            want = {"int2": "an int or a list of two ints", "int": "an int", "float": "a number",
+                    "bool": "`true` or `false`", "str": "a string"}[kind]
+            raise ArgProblem(f"`{self.name}` must be {want}, got {type_name(value)} `{show(value)}`")
+        for item in value if isinstance(value, tuple) else (value,):
+            if self.minimum is not None and item < self.minimum:
+                raise ArgProblem(f"`{self.name}` must be at least {show(self.minimum)}, got {show(item)}")
+            if self.maximum is not None and item > self.maximum:
+                raise ArgProblem(f"`{self.name}` must be at most {show(self.maximum)}, got {show(item)}")
+        return value
+
+
+def _zero(*_: Any) -> int:
+    return 0
+
+
+def _flow(_: int) -> str:
+    return "flow"
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """Everything the pipeline needs to know about one op.
+
+    ``infer(args, input_shapes) -> shape`` raises :class:`ShapeProblem`.
+    ``build(args, input_shapes) -> nn.Module`` makes a stateful op's module
+    (compiled as ``call_module`` at the node's path); ``emit(call, inputs,
+    args) -> fx.Node`` writes a stateless op, where ``call(fn, args, kwargs)``
+    adds a ``call_function`` node named after the graph node.
+    """
+
+    name: str
+    summary: str
+    infer: Callable[[Mapping[str, Any], Sequence[Shape]], Shape]
+    args: tuple[ArgSpec, ...] = ()
+    min_inputs: int = 1
+    max_inputs: int | None = 1
+    inputs_in_args: bool = False
+    count_params: Callable[[Mapping[str, Any], Sequence[Shape]], int] = _zero
+    count_macs: Callable[[Mapping[str, Any], Sequence[Shape], Shape], int] = _zero
+    build: Callable[[Mapping[str, Any], Sequence[Shape]], Any] | None = None
+    emit: Callable[[Any, Sequence[Any], Mapping[str, Any]], Any] | None = None
+    edge_kind: Callable[[int], str] = _flow
+    internal: bool = False  # made by the compiler (shortcuts), not written by users
+    finish_args: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # derived defaults
+    arg_names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arg_names", tuple(a.name for a in self.args))
+
+    @property
+    def stateful(self) -> bool:
+        return self.build is not None
+
+
+REGISTRY: dict[str, OpSpec] = {}
+
+
+def register(spec: OpSpec) -> OpSpec:
+    """Add an op to the registry (names are unique)."""
+    if spec.name in REGISTRY:
+        raise ValueError(f"op {spec.name!r} is registered twice")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def lookup(name: str) -> OpSpec | None:
+    """The op called ``name``, or None."""
+    return REGISTRY.get(name)
+
+
+def user_ops() -> list[str]:
+    """Names of the ops a user may write, sorted."""
+    return sorted(n for n, s in REGISTRY.items() if not s.internal)

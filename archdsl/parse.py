@@ -1,0 +1,467 @@
+"""Stage 1: text -> typed AST (:class:`archdsl.syntax.Module`).
+
+One cached LALR parser built from ``grammars/arch.lark``; a postlexer that
+makes newlines mean "end of statement" only where that is meaningful; a
+transformer that turns Lark trees into frozen dataclasses with spans.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from functools import cache
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from archdsl import syntax as ast
+from archdsl.errors import ArchError, ArchSyntaxError, Span, combine
+from archdsl.resources import grammar_path
+
+MAX_SYNTAX_ERRORS = 20
+
+# Tokens after which a line break never ends a statement.
+_CONTINUES_AFTER = {"_ARROW", "COMMA", "LBRACE", "EQUAL", "_NL"}
+
+_FRIENDLY = {
+    "NAME": "a name",
+    "INT": "an integer",
+    "FLOAT": "a number",
+    "STRING": "a string",
+    "_NL": "a line break",
+    "COMP_OP": "a comparison",
+    "ADD_OP": "`+` or `-`",
+    "MUL_OP": "`*`, `/`, `//` or `%`",
+    "$END": "the end of the file",
+}
+
+
+class _Postlexer:
+    """Drop line breaks inside brackets and after ``->``; end every statement with one."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        depth = 0
+        last: Token | None = None
+        for tok in stream:
+            kind = tok.type
+            if kind == "_NL":
+                if depth == 0 and last is not None and last.type not in _CONTINUES_AFTER:
+                    last = tok
+                    yield tok
+                continue
+            if kind in ("LPAR", "LSQB"):
+                depth += 1
+            elif kind in ("RPAR", "RSQB"):
+                depth = max(0, depth - 1)
+            elif kind == "RBRACE" and last is not None and last.type not in ("_NL", "LBRACE"):
+                yield Token.new_borrow_pos("_NL", "\n", tok)
+            yield tok
+            last = tok
+        if last is not None and last.type != "_NL":
+            yield Token.new_borrow_pos("_NL", "\n", last)
+
+
+@cache
+def _parser() -> Lark:
+    return Lark(
+        grammar_path().read_text(encoding="utf-8"),
+        parser="lalr",
+        lexer="contextual",
+        postlex=_Postlexer(),
+        propagate_positions=True,
+        maybe_placeholders=True,
+    )
+
+
+@cache
+def _expression_parser() -> Lark:
+    return Lark(
+        grammar_path().read_text(encoding="utf-8"),
+        parser="lalr",
+        lexer="contextual",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        start="expr",
+    )
+
+
+def _unquote(raw: str) -> str:
+    if raw.startswith('"""'):
+        return inspect.cleandoc(raw[3:-3])
+    body = raw[1:-1]
+    out, i = [], 0
+    escapes = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\" and i + 1 < len(body):
+            out.append(escapes.get(body[i + 1], body[i + 1]))
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+class _ToAst(Transformer):
+    """Lark tree -> frozen dataclasses. Spans come from ``meta`` (propagated positions)."""
+
+    def __init__(self, file: str, line_offset: int = 0, column_offset: int = 0) -> None:
+        super().__init__()
+        self.file = file
+        self.line_offset = line_offset
+        self.column_offset = column_offset
+
+    def _span(self, meta_or_tok) -> Span:
+        line = meta_or_tok.line
+        col = meta_or_tok.column
+        end_line = meta_or_tok.end_line
+        end_col = meta_or_tok.end_column
+        if line == 1:
+            col += self.column_offset
+        if end_line == 1:
+            end_col += self.column_offset
+        return Span(self.file, line + self.line_offset, col, end_line + self.line_offset, end_col)
+
+    # -- module level
+    @v_args(meta=True)
+    def start(self, meta, children):
+        doc = None
+        if children and isinstance(children[0], ast.Doc):
+            doc = children[0].text
+            children = children[1:]
+        children = [c for c in children if c is not None]
+        imports = tuple(c for c in children if isinstance(c, ast.Import))
+        defs = tuple(c for c in children if isinstance(c, ast.Definition))
+        return ast.Module(self.file, doc, imports, defs)
+
+    def module_doc(self, children):
+        (tok,) = children
+        return ast.Doc(_unquote(tok), self._span(tok))
+
+    @v_args(meta=True)
+    def import_all(self, meta, children):
+        return ast.Import(_unquote(children[0]), None, self._span(meta))
+
+    @v_args(meta=True)
+    def import_some(self, meta, children):
+        return ast.Import(_unquote(children[0]), tuple(str(t) for t in children[1:]), self._span(meta))
+
+    @v_args(meta=True)
+    def definition(self, meta, children):
+        kind, name, params, body = children
+        doc = next((s.text for s in body if isinstance(s, ast.Doc)), None)
+        return ast.Definition(
+            kind=kind,
+            name=str(name),
+            params=params or (),
+            body=tuple(s for s in body if not isinstance(s, ast.Doc)),
+            doc=doc,
+            span=self._span(meta),
+            name_span=self._span(name),
+        )
+
+    def kind(self, children):
+        return str(children[0])
+
+    def params(self, children):
+        return tuple(c for c in children if c is not None)
+
+    @v_args(meta=True)
+    def param(self, meta, children):
+        name, default = children
+        return ast.Param(str(name), default, self._span(meta))
+
+    def body(self, children):
+        return tuple(children)
+
+    # -- statements
+    @v_args(meta=True)
+    def doc_stmt(self, meta, children):
+        return ast.Doc(_unquote(children[0]), self._span(meta))
+
+    @v_args(meta=True)
+    def input_stmt(self, meta, children):
+        return ast.InputDecl(str(children[0]), children[1], self._span(meta))
+
+    @v_args(meta=True)
+    def output_stmt(self, meta, children):
+        return ast.OutputDecl(tuple(children), self._span(meta))
+
+    @v_args(meta=True)
+    def let_stmt(self, meta, children):
+        return ast.Let(str(children[0]), children[1], self._span(meta))
+
+    @v_args(meta=True)
+    def skip_stmt(self, meta, children):
+        label, src, dst, policy, alias = children
+        return ast.Skip(
+            label=label[0] if label else None,
+            src=src,
+            dst=dst,
+            policy=str(policy) if policy is not None else None,
+            alias=alias[0] if alias else None,
+            span=self._span(meta),
+            policy_span=self._span(policy) if policy is not None else None,
+        )
+
+    @v_args(meta=True)
+    def chain(self, meta, children):
+        return ast.Chain(tuple(children), self._span(meta))
+
+    @v_args(meta=True)
+    def link(self, meta, children):
+        label, target = children
+        return ast.Link(
+            label=label[0] if label else None,
+            target=target,
+            span=self._span(meta),
+            label_span=label[1] if label else None,
+        )
+
+    @v_args(meta=True)
+    def label(self, meta, children):
+        return (children[0][0], children[0][1])
+
+    @v_args(meta=True)
+    def call(self, meta, children):
+        name, args = children
+        return ast.Call(str(name), args or (), self._span(meta), self._span(name))
+
+    @v_args(meta=True)
+    def bare(self, meta, children):
+        path, span = children[0]
+        return ast.Ref(path, span)
+
+    @v_args(meta=True)
+    def stage(self, meta, children):
+        name, args, count, *opts = children
+        first, connect, names = (), None, None
+        for key, value in opts:
+            if key == "first":
+                first = value
+            elif key == "connect":
+                connect = value
+            else:
+                names = value
+        call_span = self._span(name)
+        call = ast.Call(str(name), args or (), call_span, call_span)
+        return ast.Stage(call, count, first, connect, names, self._span(meta))
+
+    def stage_first(self, children):
+        return ("first", children[0] or ())
+
+    def stage_connect(self, children):
+        return ("connect", str(children[0]))
+
+    def stage_names(self, children):
+        tok = children[0]
+        return ("names", ast.Literal(_unquote(tok), self._span(tok)))
+
+    @v_args(meta=True)
+    def ref(self, meta, children):
+        (item,) = children
+        if isinstance(item, Token):
+            return ast.Ref("in", self._span(item))
+        return ast.Ref(item[0], item[1])
+
+    @v_args(meta=True)
+    def path(self, meta, children):
+        return (".".join(str(c) for c in children), self._span(meta))
+
+    def args(self, children):
+        return tuple(children)
+
+    @v_args(meta=True)
+    def arg(self, meta, children):
+        return ast.Arg(None, children[0], self._span(meta))
+
+    @v_args(meta=True)
+    def kwarg(self, meta, children):
+        return ast.Arg(str(children[0]), children[1], self._span(meta))
+
+    # -- expressions
+    @v_args(meta=True)
+    def ternary(self, meta, children):
+        then, cond, other = children
+        return ast.Ternary(cond, then, other, self._span(meta))
+
+    def _fold(self, meta, op, children):
+        result = children[0]
+        for operand in children[1:]:
+            result = ast.Binary(op, result, operand, self._span(meta))
+        return result
+
+    @v_args(meta=True)
+    def or_(self, meta, children):
+        return self._fold(meta, "or", children)
+
+    @v_args(meta=True)
+    def and_(self, meta, children):
+        return self._fold(meta, "and", children)
+
+    @v_args(meta=True)
+    def not_(self, meta, children):
+        return ast.Unary("not", children[0], self._span(meta))
+
+    @v_args(meta=True)
+    def compare(self, meta, children):
+        left, op, right = children
+        return ast.Binary(str(op), left, right, self._span(meta))
+
+    @v_args(meta=True)
+    def binop(self, meta, children):
+        result = children[0]
+        for op, operand in zip(children[1::2], children[2::2]):
+            span = Span(self.file, result.span.line, result.span.column, operand.span.end_line, operand.span.end_column)
+            result = ast.Binary(str(op), result, operand, span)
+        return result
+
+    @v_args(meta=True)
+    def neg(self, meta, children):
+        return ast.Unary("-", children[0], self._span(meta))
+
+    @v_args(meta=True)
+    def pow_(self, meta, children):
+        return ast.Binary("**", children[0], children[1], self._span(meta))
+
+    @v_args(meta=True)
+    def attr(self, meta, children):
+        return ast.Attr(children[0], str(children[1]), self._span(meta))
+
+    @v_args(meta=True)
+    def index(self, meta, children):
+        return ast.Index(children[0], children[1], self._span(meta))
+
+    @v_args(meta=True)
+    def funcall(self, meta, children):
+        name, args = children
+        return ast.FuncCall(str(name), args or (), self._span(meta))
+
+    def int_(self, children):
+        tok = children[0]
+        return ast.Literal(int(tok.replace("_", "")), self._span(tok))
+
+    def float_(self, children):
+        tok = children[0]
+        return ast.Literal(float(tok.replace("_", "")), self._span(tok))
+
+    def string(self, children):
+        tok = children[0]
+        return ast.Literal(_unquote(tok), self._span(tok))
+
+    @v_args(meta=True)
+    def true(self, meta, children):
+        return ast.Literal(True, self._span(meta))
+
+    @v_args(meta=True)
+    def false(self, meta, children):
+        return ast.Literal(False, self._span(meta))
+
+    def name(self, children):
+        tok = children[0]
+        return ast.Name(str(tok), self._span(tok))
+
+    def in_(self, children):
+        return ast.InputRef(self._span(children[0]))
+
+    @v_args(meta=True)
+    def list_(self, meta, children):
+        return ast.ListExpr(tuple(c for c in children if c is not None), self._span(meta))
+
+
+def _describe(terminal: str) -> str:
+    if terminal in _FRIENDLY:
+        return _FRIENDLY[terminal]
+    try:
+        pattern = _parser().get_terminal(terminal).pattern
+    except KeyError:
+        return terminal
+    if pattern.type == "str":
+        return f"`{pattern.value}`"
+    return terminal.lower()
+
+
+def _syntax_error(err: UnexpectedInput, file: str, text: str) -> ArchSyntaxError:
+    line = max(1, err.line if err.line not in (None, -1) else text.count("\n") + 1)
+    column = max(1, err.column if err.column not in (None, -1) else 1)
+    if isinstance(err, UnexpectedCharacters):
+        char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
+        message = f"unexpected character `{char}`"
+        expected = err.allowed or set()
+        width = 1
+    else:
+        token = err.token if isinstance(err, UnexpectedToken) else None
+        if token is None or token.type == "$END":
+            message = "unexpected end of file"
+            expected = getattr(err, "expected", None) or set()
+            width = 1
+        else:
+            shown = "line break" if token.type == "_NL" else f"`{token.value}`"
+            message = f"unexpected {shown}"
+            expected = err.accepts or err.expected or set()
+            width = 1 if token.type == "_NL" else max(1, len(token.value.splitlines()[0]) if token.value else 1)
+    choices = sorted({_describe(t) for t in expected if not t.startswith("__IGNORE")})
+    hint = None
+    if choices:
+        shown = ", ".join(choices[:8]) + (", ..." if len(choices) > 8 else "")
+        hint = f"expected {shown}"
+    span = Span(file, line, column, line, column + width)
+    return ArchSyntaxError(message, span, hint, code="E101")
+
+
+def _blank_line(text: str, line: int) -> str | None:
+    """The text with one line blanked, or None when that cannot help recovery."""
+    lines = text.split("\n")
+    if not 0 < line <= len(lines):
+        return None
+    target = lines[line - 1]
+    if not target.strip() or any(ch in target for ch in "{}") or '"""' in target:
+        return None
+    lines[line - 1] = " " * len(target)
+    return "\n".join(lines)
+
+
+def parse(text: str, file: str = "<string>") -> ast.Module:
+    """Parse ``.arch`` source text into a :class:`~archdsl.syntax.Module`.
+
+    Raises :class:`ArchSyntaxError` listing every syntax error found: after an
+    error, the offending line is blanked and parsing resumes.
+    """
+    errors: list[ArchError] = []
+    current = text
+    seen_lines: set[int] = set()
+    while True:
+        try:
+            tree = _parser().parse(current)
+        except UnexpectedInput as err:
+            error = _syntax_error(err, file, text)
+            if error.line not in seen_lines:
+                errors.append(error)
+                seen_lines.add(error.line)
+            retry = _blank_line(current, error.line or 0)
+            if retry is None or len(errors) >= MAX_SYNTAX_ERRORS or retry == current:
+                break
+            current = retry
+            continue
+        if errors:
+            break
+        try:
+            return _ToAst(file).transform(tree)
+        except VisitError as err:  # pragma: no cover - a transformer bug
+            raise ArchSyntaxError(f"internal parser error: {err.orig_exc}", None) from err
+    raise combine(errors, {file: text})
+
+
+def parse_expression(text: str, file: str, line: int, column: int) -> ast.Expr:
+    """Parse one expression that starts at ``file:line:column`` (name templates)."""
+    try:
+        tree = _expression_parser().parse(text)
+    except UnexpectedInput as err:
+        error = _syntax_error(err, file, text)
+        span = error.span
+        assert span is not None
+        moved = Span(file, line, column + span.column - 1, line, column + span.end_column - 1)
+        raise ArchSyntaxError(error.message, moved, error.hint) from None
+    return _ToAst(file, line - 1, column - 1).transform(tree)

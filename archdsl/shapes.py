@@ -1,0 +1,244 @@
+"""Stage 3: shape inference over the structural graph.
+
+Visits nodes in topological order; evaluates each op's arguments (which may
+read inferred shapes), checks them against the op's schema, infers the output
+shape, counts parameters and MACs, and applies skip policies (identity,
+projection, zero-padding) now that both ends' shapes are known.
+
+The result is the final graph whose node attributes are documented in
+:func:`archdsl.graph`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+
+from archdsl.elaborate import Elaborator, Unresolved
+from archdsl.errors import ArchError, ArchNameError, ArchShapeError, ArchTypeError, Span, did_you_mean
+from archdsl.expr import Scope, Shape, evaluate, show
+from archdsl.ops import lookup
+from archdsl.ops.registry import ArgProblem, OpSpec, ShapeProblem
+
+MAX_DIM = 2**31
+
+
+class _Inference:
+    def __init__(self, g: nx.DiGraph, elaborator: Elaborator) -> None:
+        self.g = g
+        self.elaborator = elaborator
+        self.errors: list[ArchError] = elaborator.errors
+        self.poisoned: set[str] = set(elaborator.poisoned)
+        self.shapes: dict[str, Shape] = {}
+        self.current_span: Span | None = None
+
+    def shape_of(self, ref: Any, span: Span) -> Shape:
+        node = self.elaborator.resolve(ref) if isinstance(ref, Unresolved) else ref
+        if node is None or node in self.poisoned:
+            raise _Poisoned()
+        if node not in self.shapes:
+            raise ArchShapeError(
+                f"the shape of `{node}` is read before it is known", self.current_span or span,
+                f"`{node}` must come before this node in the flow of data", code="E402",
+            )
+        return self.shapes[node]
+
+    def run(self, order: list[str]) -> None:
+        for node in order:
+            if node not in self.g:
+                continue  # replaced by a shortcut expansion
+            data = self.g.nodes[node]
+            preds = sorted(self.g.in_edges(node, data=True), key=lambda e: e[2]["position"])
+            if node in self.poisoned or any(src in self.poisoned or src not in self.shapes for src, _, _ in preds):
+                self.poisoned.add(node)
+                continue
+            try:
+                if data["op"] == "shortcut":
+                    self._shortcut(node, data)
+                else:
+                    self._infer(node, data, [self.shapes[src] for src, _, _ in preds])
+            except _Poisoned:
+                self.poisoned.add(node)
+            except ArchError as err:
+                self.errors.append(err)
+                self.poisoned.add(node)
+
+    # ---------------------------------------------------------------- ops
+
+    def _infer(self, node: str, data: dict, input_shapes: list[Shape]) -> None:
+        spec = lookup(data["op"])
+        assert spec is not None, data["op"]
+        self.current_span = data["span"]
+        if "args" not in data:
+            data["args"] = self._bind(spec, data)
+        extra = sum(len(d.get("extra", ())) for _, _, d in self.g.in_edges(node, data=True))
+        count = len(input_shapes) + extra
+        if count < spec.min_inputs or (spec.max_inputs is not None and count > spec.max_inputs):
+            want = (
+                str(spec.min_inputs) if spec.min_inputs == spec.max_inputs
+                else f"at least {spec.min_inputs}" if spec.max_inputs is None
+                else f"{spec.min_inputs} to {spec.max_inputs}"
+            )
+            raise ArchTypeError(f"`{spec.name}` takes {want} input(s), got {count}", data["span"], code="E322")
+        if extra:
+            input_shapes = self._with_repeats(node, input_shapes)
+        try:
+            shape = tuple(spec.infer(data["args"], input_shapes))
+        except ShapeProblem as problem:
+            raise ArchShapeError(problem.message, self._arg_span(data, problem.arg), problem.hint, code="E401") from None
+        if any(d < 1 for d in shape):
+            raise ArchShapeError(
+                f"`{spec.name}` would produce the non-positive shape {list(shape)}", data["span"],
+                "an earlier op has shrunk the input too far", code="E403",
+            )
+        if any(d > MAX_DIM for d in shape):
+            raise ArchShapeError(f"`{spec.name}` would produce the huge shape {list(shape)}", data["span"], code="E404")
+        data["shape"] = shape
+        data["input_shapes"] = tuple(input_shapes)
+        data["params"] = spec.count_params(data["args"], input_shapes)
+        data["macs"] = spec.count_macs(data["args"], input_shapes, shape)
+        self.shapes[node] = shape
+
+    def _with_repeats(self, node: str, input_shapes: list[Shape]) -> list[Shape]:
+        positioned: list[tuple[int, Shape]] = []
+        for src, _, d in self.g.in_edges(node, data=True):
+            positioned.append((d["position"], self.shapes[src]))
+            positioned.extend((pos, self.shapes[src]) for _, pos in d.get("extra", ()))
+        return [shape for _, shape in sorted(positioned)]
+
+    def _arg_span(self, data: dict, name: str | None) -> Span:
+        for arg in data.get("call", ()):
+            if name is not None and arg.name == name:
+                return arg.span
+        spec = lookup(data["op"])
+        if name is not None and spec is not None:
+            positional = [a for a in data.get("call", ()) if a.name is None]
+            index = spec.arg_names.index(name) if name in spec.arg_names else -1
+            if 0 <= index < len(positional):
+                return positional[index].span
+        return data["span"]
+
+    def _bind(self, spec: OpSpec, data: dict) -> dict[str, Any]:
+        scope: Scope = data["scope"].with_shapes(self.shape_of)
+        call = data.get("call", ())
+        values: dict[str, Any] = {}
+        positional = [a for a in call if a.name is None]
+        if len(positional) > len(spec.args):
+            raise ArchTypeError(
+                f"`{spec.name}` takes {len(spec.args)} argument(s), got {len(positional)}",
+                positional[len(spec.args)].span, self._signature(spec), code="E313",
+            )
+        bound = list(zip(spec.args, positional))
+        for arg in call:
+            if arg.name is None:
+                continue
+            match = next((a for a in spec.args if a.name == arg.name), None)
+            if match is None:
+                hint = did_you_mean(arg.name, spec.arg_names) or self._signature(spec)
+                raise ArchNameError(f"`{spec.name}` has no argument `{arg.name}`", arg.span, hint, code="E219")
+            if any(a.name == arg.name for a, _ in bound):
+                raise ArchTypeError(f"`{arg.name}` is given twice", arg.span, code="E314")
+            bound.append((match, arg))
+        for schema, arg in bound:
+            value = evaluate(arg.value, scope)
+            try:
+                values[schema.name] = schema.coerce(value)
+            except ArgProblem as problem:
+                raise ArchTypeError(problem.message, arg.span, problem.hint, code="E301") from None
+        for schema in spec.args:
+            if schema.name not in values:
+                if schema.required:
+                    raise ArchTypeError(
+                        f"`{spec.name}` needs the argument `{schema.name}`", data["span"], self._signature(spec),
+                        code="E315",
+                    )
+                values[schema.name] = schema.coerce(schema.default) if schema.default is not None else None
+        if spec.finish_args is not None:
+            values = spec.finish_args(values)
+        return values
+
+    @staticmethod
+    def _signature(spec: OpSpec) -> str:
+        parts = [a.name if a.required else f"{a.name}={show(a.default) if a.default is not None else 'none'}" for a in spec.args]
+        return f"{spec.name}({', '.join(parts)})"
+
+    # ---------------------------------------------------------- shortcuts
+
+    def _shortcut(self, node: str, data: dict) -> None:
+        (src,) = [s for s, _ in self.g.in_edges(node)]
+        (add,) = list(self.g.successors(node))
+        target = data["target"]
+        if target is None or target in self.poisoned or target not in self.shapes:
+            raise _Poisoned()
+        have, want = self.shapes[src], self.shapes[target]
+        edge_span = data["span"]
+        if have == want:
+            self._replace(node, src, add, [])
+            return
+        policy = data["policy"]
+        mismatch = f"the skip from `{src}` {list(have)} to `{target}` {list(want)} joins different shapes"
+        if policy == "identity":
+            raise ArchShapeError(
+                mismatch, edge_span,
+                "add `via projection` (1x1 conv + batchnorm) or `via zeropad` (subsample and pad channels)",
+                code="E405",
+            )
+        if len(have) != 3 or len(want) != 3:
+            raise ArchShapeError(mismatch + f"; `{policy}` needs [C, H, W] shapes", edge_span, code="E405")
+        stride = -(-have[1] // want[1])
+        if want[1] < 1 or -(-have[1] // stride) != want[1] or -(-have[2] // stride) != want[2]:
+            raise ArchShapeError(
+                mismatch + f"; no stride maps {have[1]}x{have[2]} onto {want[1]}x{want[2]}", edge_span, code="E406"
+            )
+        base = dict(span=data["span"], groups=data["groups"], scope=data["scope"], call=())
+        if policy == "projection":
+            conv = dict(op="conv", args=_conv_args(want[0], stride), **base)
+            bn = dict(op="batchnorm", args=_bn_args(), **base)
+            self._replace(node, src, add, [(f"{node}.0", conv), (f"{node}.1", bn)])
+        else:
+            if want[0] < have[0]:
+                raise ArchShapeError(
+                    mismatch + "; zero-padding cannot remove channels", edge_span, "use `via projection`", code="E407"
+                )
+            extra = want[0] - have[0]
+            args = {"stride": stride, "pad_before": extra // 2, "pad_after": extra - extra // 2}
+            self._replace(node, src, add, [(node, dict(op="zeropad_shortcut", args=args, **base))])
+
+    def _replace(self, node: str, src: str, add: str, chain: list[tuple[str, dict]]) -> None:
+        """Swap the shortcut placeholder for ``chain`` (possibly empty) between src and add."""
+        edge = dict(self.g.edges[node, add])
+        span = self.g.edges[src, node]["span"]
+        self.g.remove_node(node)
+        previous = src
+        for new_id, attrs in chain:
+            self.g.add_node(new_id, **attrs)
+            self.g.add_edge(previous, new_id, kind="skip", position=0, span=span)
+            self._infer(new_id, self.g.nodes[new_id], [self.shapes[previous]])
+            previous = new_id
+        if self.g.has_edge(previous, add):
+            self.g.edges[previous, add].setdefault("extra", []).append((edge["kind"], edge["position"]))
+        else:
+            self.g.add_edge(previous, add, **edge)
+
+
+class _Poisoned(Exception):
+    """A node depends on one that already failed; its own error would only repeat that one."""
+
+
+def _conv_args(out: int, stride: int) -> dict[str, Any]:
+    return {
+        "out": out, "k": (1, 1), "stride": (stride, stride), "pad": (0, 0), "dilation": (1, 1),
+        "groups": 1, "bias": False, "bias_init": 0.0,
+    }
+
+
+def _bn_args() -> dict[str, Any]:
+    return {"eps": 1e-5, "momentum": 0.1}
+
+
+def infer_shapes(g: nx.DiGraph, elaborator: Elaborator, order: list[str]) -> set[str]:
+    """Annotate ``g`` in place with args, shapes, params and MACs; returns the failed nodes."""
+    inference = _Inference(g, elaborator)
+    inference.run(order)
+    return inference.poisoned
