@@ -61,6 +61,21 @@ def compile_graph(g: nx.DiGraph, *, seed: int | None = None, meta: dict[str, Any
     outputs = [env[o] for o in g.graph["outputs"]]
     graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
     graph.lint()
-    module = fx.GraphModule(modules, graph, class_name=g.graph["name"])
+    # A module root (not a dict) keeps submodules in node order, so state_dict
+    # keys come out in the order of the network, as hand-written code has them.
+    module = fx.GraphModule(_nest(modules), graph, class_name=g.graph["name"])
     module.meta["archdsl"] = dict(meta or {})
     return module
+
+
+def _nest(modules: dict[str, nn.Module]) -> nn.Module:
+    root = nn.Module()
+    for path, leaf in modules.items():
+        *parents, name = path.split(".")
+        owner = root
+        for part in parents:
+            if not hasattr(owner, part):
+                owner.add_module(part, nn.Module())
+            owner = getattr(owner, part)
+        owner.add_module(name, leaf)
+    return root
