@@ -57,11 +57,9 @@ def graph_of_program(program: Program, *, network: str | None = None, **override
 def _build(program: Program, network: str | None, overrides: dict[str, Any]) -> nx.DiGraph:
     structural, elaborator = elaborate(program, network, overrides)
     errors = elaborator.errors
-    if errors:
-        raise combine(errors, program.sources)
     cycles = find_cycles(structural)
     if cycles:
-        raise combine(cycles, program.sources)
+        raise combine(errors + cycles, program.sources)
     ordering = [
         (data["target"], node) for node, data in structural.nodes(data=True)
         if data["op"] == "shortcut" and data["target"] is not None

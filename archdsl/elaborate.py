@@ -228,16 +228,49 @@ class Elaborator:
         links = chain.links
         for index, link in enumerate(links):
             target = link.target
-            if isinstance(target, ast.Ref) and link.label is None and index == 0 and len(links) > 1:
+            starts_from_node = index == 0 and len(links) > 1 and isinstance(target, ast.Ref)
+            if starts_from_node and link.label is None:
                 cursor = self._ref(frame, target)
                 continue
-            if isinstance(target, ast.Ref):
-                target = ast.Call(target.path, (), target.span, target.span)
-            if isinstance(target, ast.Stage):
-                cursor = self._stage(target, link, frame, scope, cursor)
-            else:
-                cursor = self._call(target, link.label, link.label_span, link.span, frame, scope, cursor)
+            try:
+                if starts_from_node and self._is_node_name(target.path, frame, definition):
+                    raise ArchNameError(
+                        f"`{link.label}: {target.path} -> ...` labels a reference to an existing node",
+                        link.span, f"to name the next op, write `{target.path} -> {link.label}: ...`", code="E227",
+                    )
+                if isinstance(target, ast.Ref):
+                    target = ast.Call(target.path, (), target.span, target.span)
+                if isinstance(target, ast.Stage):
+                    cursor = self._stage(target, link, frame, scope, cursor)
+                else:
+                    cursor = self._call(target, link.label, link.label_span, link.span, frame, scope, cursor)
+            except ArchError as err:
+                # Keep going with a placeholder, so later statements are still
+                # checked but nothing downstream repeats this error.
+                self.errors.append(err)
+                cursor = self._placeholder(frame, link.label, target)
         return cursor
+
+    def _is_node_name(self, path: str, frame: Frame, definition: ast.Definition) -> bool:
+        if path == "in" or path in frame.names or path in frame.reserved:
+            return True
+        namespace = self.program.namespaces.get(definition.span.file, {})
+        return path not in namespace and lookup(path) is None
+
+    def _placeholder(self, frame: Frame, label: str | None, target) -> str:
+        callee = (
+            target.call.callee if isinstance(target, ast.Stage) else target.path if isinstance(target, ast.Ref)
+            else target.callee
+        )
+        local = label if label and label not in frame.name_spans else frame.fresh(f"{callee}_failed")
+        node_id = frame.prefix + local
+        if node_id not in self.graph:
+            self.graph.add_node(node_id, op="error", span=target.span, groups=self._groups_now())
+            frame.name_spans[local] = target.span
+        self.poisoned.add(node_id)
+        if label:
+            frame.names[label] = node_id
+        return node_id
 
     def _ref(self, frame: Frame, ref: ast.Ref) -> NodeRef:
         if ref.path == "in":

@@ -181,8 +181,19 @@ class ArchCheckpointError(ArchError):
 
 
 def combine(errors: list[ArchError], sources: Mapping[str, str] | None = None) -> ArchError:
-    """Fold several errors into one exception (of the first one's class)."""
-    diagnostics = [d for e in errors for d in e.diagnostics]
+    """Fold several errors into one exception of the first one's class.
+
+    Diagnostics are de-duplicated (a block instantiated twice reports its
+    mistake once) and sorted by position in the source.
+    """
+    seen: set[tuple] = set()
+    diagnostics: list[Diagnostic] = []
+    for diag in (d for e in errors for d in e.diagnostics):
+        key = (diag.code, diag.message, diag.span)
+        if key not in seen:
+            seen.add(key)
+            diagnostics.append(diag)
+    diagnostics.sort(key=lambda d: (d.span is None, d.span or Span("", 0, 0, 0, 0)))
     cls = type(errors[0])
     merged = cls(diagnostics=diagnostics)
     for e in errors:

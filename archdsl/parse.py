@@ -402,7 +402,10 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> ArchSyntaxError
             message = f"unexpected {shown}"
             expected = err.accepts or err.expected or set()
             width = 1 if token.type == "_NL" else max(1, len(token.value.splitlines()[0]) if token.value else 1)
-    choices = sorted({_describe(t) for t in expected if not t.startswith("__IGNORE")})
+    # Operators can continue almost any expression; listing them buries the
+    # punctuation the user most likely forgot.
+    closers = {t for t in expected if t in ("COMMA", "RPAR", "RSQB", "_NL", "RBRACE", "COLON")}
+    choices = sorted({_describe(t) for t in (closers or expected) if not t.startswith("__IGNORE")})
     hint = None
     if choices:
         shown = ", ".join(choices[:8]) + (", ..." if len(choices) > 8 else "")

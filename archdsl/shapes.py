@@ -32,10 +32,13 @@ class _Inference:
         self.poisoned: set[str] = set(elaborator.poisoned)
         self.shapes: dict[str, Shape] = {}
         self.current_span: Span | None = None
+        self.current_node: str | None = None
 
     def shape_of(self, ref: Any, span: Span) -> Shape:
         node = self.elaborator.resolve(ref) if isinstance(ref, Unresolved) else ref
         if node is None or node in self.poisoned:
+            raise _Poisoned()
+        if node not in self.shapes and self.current_node in self.poisoned:
             raise _Poisoned()
         if node not in self.shapes:
             raise ArchShapeError(
@@ -49,9 +52,12 @@ class _Inference:
             if node not in self.g:
                 continue  # replaced by a shortcut expansion
             data = self.g.nodes[node]
+            self.current_node = node
+            self.current_span = data["span"]
             preds = sorted(self.g.in_edges(node, data=True), key=lambda e: e[2]["position"])
             if node in self.poisoned or any(src in self.poisoned or src not in self.shapes for src, _, _ in preds):
                 self.poisoned.add(node)
+                self._check_args_alone(data)
                 continue
             try:
                 if data["op"] == "shortcut":
@@ -63,6 +69,19 @@ class _Inference:
             except ArchError as err:
                 self.errors.append(err)
                 self.poisoned.add(node)
+
+    def _check_args_alone(self, data: dict) -> None:
+        """Report argument errors of a node whose inputs failed, as far as they do not need shapes."""
+        spec = lookup(data["op"])
+        if spec is None or "args" in data or "scope" not in data:
+            return
+        try:
+            self._bind(spec, data)
+        except _Poisoned:
+            pass
+        except ArchError as err:
+            if not isinstance(err, ArchShapeError):
+                self.errors.append(err)
 
     # ---------------------------------------------------------------- ops
 

@@ -1,0 +1,165 @@
+"""The ``archdsl`` command line (Typer + Rich).
+
+Exit codes: 0 ok, 1 an architecture is invalid, 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from archdsl import api
+from archdsl.errors import ArchError
+from archdsl.expr import Scope, evaluate
+from archdsl.parse import parse_expression
+from archdsl.resources import zoo_names
+
+app = typer.Typer(
+    name="archdsl",
+    help="Write neural network architectures as .arch files; check, inspect and compile them to PyTorch.",
+    no_args_is_help=True,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ParamOption = Annotated[
+    list[str] | None,
+    typer.Option("--param", "-p", help="Set a network parameter: -p num_classes=10 (repeatable)."),
+]
+NoColor = Annotated[bool, typer.Option("--no-color", help="Never use colour.")]
+
+
+def _consoles(no_color: bool) -> tuple[Console, Console]:
+    """stdout and stderr consoles; Rich already drops colour when not on a TTY."""
+    kwargs: dict[str, Any] = {"highlight": False}
+    if no_color:
+        kwargs.update(no_color=True, color_system=None)
+    return Console(**kwargs), Console(stderr=True, **kwargs)
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["a=1", "b=[1, 2]"]`` -> ``{"a": 1, "b": (1, 2)}``; values are .arch literals, else strings."""
+    overrides: dict[str, Any] = {}
+    for item in items or []:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise typer.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="-p")
+        try:
+            value = evaluate(parse_expression(raw.strip(), "<-p>", 1, 1), Scope({}, "a -p value"))
+        except ArchError:
+            value = raw.strip()
+        overrides[name] = value
+    return overrides
+
+
+def _print_error(err: ArchError, console: Console) -> None:
+    console.print(err.render(), markup=False, soft_wrap=True, style="red" if console.is_terminal else None)
+
+
+@app.command()
+def check(
+    targets: Annotated[list[str] | None, typer.Argument(help="Files or zoo names; all of the zoo when omitted.")] = None,
+    param: ParamOption = None,
+    output_format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+    no_color: NoColor = False,
+) -> None:
+    """Validate architectures: parse, elaborate and infer every shape; report all errors."""
+    out, err = _consoles(no_color)
+    if output_format not in ("text", "json"):
+        raise typer.BadParameter("use text or json", param_hint="--format")
+    overrides = parse_overrides(param)
+    names = targets or zoo_names()
+    failures, report = 0, []
+    for target in names:
+        try:
+            g = api.graph(target, **overrides)
+        except ArchError as error:
+            failures += 1
+            report.extend({**d.to_dict(), "target": target} for d in error.diagnostics)
+            if output_format == "text":
+                _print_error(error, err)
+            continue
+        if output_format == "text":
+            out.print(
+                f"[green]ok[/green] {target}: {g.number_of_nodes()} nodes, "
+                f"{g.graph['total_params']:,} parameters, {g.graph['total_macs'] / 1e9:.3f} GMACs"
+            )
+    if output_format == "json":
+        out.print_json(json.dumps({"checked": len(names), "failed": failures, "diagnostics": report}))
+    elif len(names) > 1:
+        out.print(f"{len(names) - failures} of {len(names)} valid")
+    raise typer.Exit(1 if failures else 0)
+
+
+@app.command("compile")
+def compile_(
+    target: Annotated[str, typer.Argument(help="A file or a zoo name.")],
+    param: ParamOption = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write a checkpoint here.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for weight initialisation.")] = None,
+    batch: Annotated[int, typer.Option(help="Batch size of the test forward pass.")] = 1,
+    no_color: NoColor = False,
+) -> None:
+    """Compile to a torch.fx module, run one forward pass and print its size and output shape."""
+    import torch
+
+    out, err = _consoles(no_color)
+    overrides = parse_overrides(param)
+    try:
+        g = api.graph(target, **overrides)
+        module = api.load(target, seed=seed, **overrides)
+    except ArchError as error:
+        _print_error(error, err)
+        raise typer.Exit(1) from None
+    module.eval()
+    inputs = [torch.randn(batch, *g.nodes[i]["shape"]) for i in g.graph["inputs"]]
+    with torch.no_grad():
+        result = module(*inputs)
+    results = result if isinstance(result, tuple) else (result,)
+    params = sum(p.numel() for p in module.parameters())
+    table = Table(title=f"{g.graph['name']} ({target})", show_header=False)
+    table.add_row("parameters", f"{params:,}")
+    table.add_row("MACs per sample", f"{g.graph['total_macs']:,}")
+    for name in g.graph["inputs"]:
+        table.add_row(f"input {name}", str(list((batch, *g.nodes[name]["shape"]))))
+    for name, value in zip(g.graph["outputs"], results):
+        table.add_row(f"output {name}", str(list(value.shape)))
+    out.print(table)
+    if output:
+        api.save_checkpoint(module, output)
+        out.print(f"wrote {output}")
+
+
+@app.command("list")
+def list_(no_color: NoColor = False) -> None:
+    """List the zoo's networks with their parameters and MACs."""
+    out, err = _consoles(no_color)
+    table = Table("name", "description", "parameters", "GMACs")
+    failed = False
+    for name in zoo_names():
+        try:
+            g = api.graph(name)
+        except ArchError as error:
+            _print_error(error, err)
+            failed = True
+            continue
+        title = (g.graph.get("doc") or "").strip().splitlines()
+        table.add_row(name, title[0] if title else "", f"{g.graph['total_params']:,}", f"{g.graph['total_macs'] / 1e9:.3f}")
+    out.print(table)
+    raise typer.Exit(1 if failed else 0)
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)
+
+
