@@ -1,0 +1,77 @@
+"""The ImageNet ResNets and DenseNets of the zoo are torchvision's, exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+import archdsl
+
+# Parameter counts and state_dict sizes from ../shared/REFERENCE.md (torchvision 0.29.1).
+REFERENCE = {
+    "resnet18": (11_689_512, 122, 1.814),
+    "resnet34": (21_797_672, 218, 3.664),
+    "resnet50": (25_557_032, 320, 4.089),
+    "resnet101": (44_549_160, 626, 7.801),
+    "resnet152": (60_192_808, 932, 11.514),
+    "densenet121": (7_978_856, 727, 2.834),
+    "densenet161": (28_681_000, 967, 7.728),
+    "densenet169": (14_149_480, 1015, 3.360),
+    "densenet201": (20_013_928, 1207, 4.291),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(REFERENCE))
+def pair(request):
+    name = request.param
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, name)()
+    ours = archdsl.load(name, seed=0)
+    return name, ours, reference
+
+
+def test_state_dict_keys_and_shapes_match(pair):
+    name, ours, reference = pair
+    mine = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    assert mine == theirs
+    assert list(mine) == list(theirs), "state_dict order differs from torchvision"
+    assert len(mine) == REFERENCE[name][1]
+
+
+def test_parameter_counts_match_the_reference_table(pair):
+    name, ours, _ = pair
+    g = archdsl.graph(name)
+    assert sum(p.numel() for p in ours.parameters()) == REFERENCE[name][0]
+    assert g.graph["total_params"] == REFERENCE[name][0]
+    assert round(g.graph["total_macs"] / 1e9, 3) == REFERENCE[name][2]
+
+
+def test_eval_outputs_match_with_the_same_weights(pair):
+    name, ours, reference = pair
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    ours.eval()
+    reference.eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        diff = (ours(x) - reference(x)).abs().max().item()
+    assert diff <= 1e-4
+
+
+def test_one_training_step_has_the_same_gradients(pair):
+    name, ours, reference = pair
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    ours.train()
+    reference.train()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    target = torch.tensor([3, 7])
+    for model in (ours, reference):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), target).backward()
+    theirs = dict(reference.named_parameters())
+    for key, param in ours.named_parameters():
+        torch.testing.assert_close(param.grad, theirs[key].grad, rtol=1e-4, atol=1e-5, msg=key)
+    # and the running statistics moved the same way
+    for key, buf in ours.named_buffers():
+        torch.testing.assert_close(buf, dict(reference.named_buffers())[key], rtol=1e-4, atol=1e-5, msg=key)
