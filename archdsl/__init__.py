@@ -1,9 +1,9 @@
 """archdsl: a declarative architecture language and graph compiler for PyTorch.
 
-    >>> import archdsl
-    >>> g = archdsl.graph("resnet18", num_classes=10)
-    >>> g.nodes["fc"]["shape"]
-    (10,)
+>>> import archdsl
+>>> g = archdsl.graph("resnet18", num_classes=10)
+>>> g.nodes["fc"]["shape"]
+(10,)
 """
 
 from archdsl.api import graph, load, load_checkpoint, save_checkpoint

@@ -61,7 +61,8 @@ def _build(program: Program, network: str | None, overrides: dict[str, Any]) -> 
     if cycles:
         raise combine(errors + cycles, program.sources)
     ordering = [
-        (data["target"], node) for node, data in structural.nodes(data=True)
+        (data["target"], node)
+        for node, data in structural.nodes(data=True)
         if data["op"] == "shortcut" and data["target"] is not None
     ]
     try:
@@ -174,7 +175,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> fx.GraphModule:
     except KeyError as err:
         raise ArchCheckpointError(f"checkpoint {path} lacks the entry {err}", None, code="E603") from None
     except ArchError as err:
-        raise ArchCheckpointError(f"the architecture stored in {path} no longer builds:\n{err}", None, code="E604") from None
+        raise ArchCheckpointError(
+            f"the architecture stored in {path} no longer builds:\n{err}", None, code="E604"
+        ) from None
     _load_state(module, payload.get("state_dict"), path)
     return module
 
@@ -188,8 +191,10 @@ def _load_state(module: fx.GraphModule, state: Any, path: Any) -> None:
             raise ArchCheckpointError(f"checkpoint {path} lacks the weight `{key}`", None, code="E605")
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise ArchCheckpointError(
-                f"weight `{key}` has shape {list(state[key].shape)} in {path}, but the network needs {list(tensor.shape)}",
-                None, code="E605",
+                f"weight `{key}` has shape {list(state[key].shape)} in {path}, "
+                f"but the network needs {list(tensor.shape)}",
+                None,
+                code="E605",
             )
     unexpected = [k for k in state if k not in expected]
     if unexpected:

@@ -64,7 +64,9 @@ def _print_error(err: ArchError, console: Console) -> None:
 
 @app.command()
 def check(
-    targets: Annotated[list[str] | None, typer.Argument(help="Files or zoo names; all of the zoo when omitted.")] = None,
+    targets: Annotated[
+        list[str] | None, typer.Argument(help="Files or zoo names; all of the zoo when omitted.")
+    ] = None,
     param: ParamOption = None,
     output_format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
     no_color: NoColor = False,
@@ -128,7 +130,7 @@ def compile_(
     table.add_row("MACs per sample", f"{g.graph['total_macs']:,}")
     for name in g.graph["inputs"]:
         table.add_row(f"input {name}", str(list((batch, *g.nodes[name]["shape"]))))
-    for name, value in zip(g.graph["outputs"], results):
+    for name, value in zip(g.graph["outputs"], results, strict=False):
         table.add_row(f"output {name}", str(list(value.shape)))
     out.print(table)
     if output:
@@ -150,7 +152,9 @@ def list_(no_color: NoColor = False) -> None:
             failed = True
             continue
         title = (g.graph.get("doc") or "").strip().splitlines()
-        table.add_row(name, title[0] if title else "", f"{g.graph['total_params']:,}", f"{g.graph['total_macs'] / 1e9:.3f}")
+        table.add_row(
+            name, title[0] if title else "", f"{g.graph['total_params']:,}", f"{g.graph['total_macs'] / 1e9:.3f}"
+        )
     out.print(table)
     raise typer.Exit(1 if failed else 0)
 
@@ -161,5 +165,3 @@ def main() -> None:
         app()
     except KeyboardInterrupt:  # pragma: no cover
         sys.exit(130)
-
-

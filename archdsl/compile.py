@@ -54,6 +54,7 @@ def compile_graph(g: nx.DiGraph, *, seed: int | None = None, meta: dict[str, Any
                 modules[node] = spec.build(data["args"], data["input_shapes"])
                 env[node] = graph.create_node("call_module", node, tuple(inputs), {}, name=name)
             else:
+
                 def call(fn, args=(), kwargs=None, _name=name):
                     return graph.create_node("call_function", fn, tuple(args), dict(kwargs or {}), name=_name)
 

@@ -12,6 +12,7 @@ Structural node attributes: ``op``, ``call`` (the ``ast.Arg`` s), ``scope``,
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,27 +131,39 @@ class Elaborator:
                 hint = did_you_mean(name, known) or (
                     "its parameters are " + ", ".join(f"`{k}`" for k in known) if known else "it takes no parameters"
                 )
-                self.errors.append(ArchNameError(
-                    f"network `{definition.name}` has no parameter `{name}`", definition.name_span, hint, code="E208"
-                ))
+                self.errors.append(
+                    ArchNameError(
+                        f"network `{definition.name}` has no parameter `{name}`",
+                        definition.name_span,
+                        hint,
+                        code="E208",
+                    )
+                )
         for param in definition.params:
             if param.name in overrides:
                 value = _from_python(overrides[param.name])
                 if value is None:
-                    self.errors.append(ArchTypeError(
-                        f"override `{param.name}` must be an int, float, bool, string or list, "
-                        f"got {type(overrides[param.name]).__name__}",
-                        param.span, code="E309",
-                    ))
+                    self.errors.append(
+                        ArchTypeError(
+                            f"override `{param.name}` must be an int, float, bool, string or list, "
+                            f"got {type(overrides[param.name]).__name__}",
+                            param.span,
+                            code="E309",
+                        )
+                    )
                     continue
                 scope.values[param.name] = value
             elif param.default is not None:
                 self._guard(lambda p=param: scope.values.__setitem__(p.name, evaluate(p.default, scope)))
             else:
-                self.errors.append(ArchNameError(
-                    f"network `{definition.name}` needs a value for parameter `{param.name}`",
-                    param.span, f"give a default (`{param.name} = ...`) or pass it as an override", code="E209",
-                ))
+                self.errors.append(
+                    ArchNameError(
+                        f"network `{definition.name}` needs a value for parameter `{param.name}`",
+                        param.span,
+                        f"give a default (`{param.name} = ...`) or pass it as an override",
+                        code="E209",
+                    )
+                )
 
     def _guard(self, action) -> Any:
         try:
@@ -173,9 +186,14 @@ class Elaborator:
         if frame.outputs:
             if definition.kind == "block":
                 if len(frame.outputs) > 1:
-                    self.errors.append(ArchNameError(
-                        "a block has one output", frame.outputs[1].span, "return a `concat(...)` of the outputs", code="E210"
-                    ))
+                    self.errors.append(
+                        ArchNameError(
+                            "a block has one output",
+                            frame.outputs[1].span,
+                            "return a `concat(...)` of the outputs",
+                            code="E210",
+                        )
+                    )
                 return self._ref(frame, frame.outputs[0])
         return cursor
 
@@ -201,7 +219,9 @@ class Elaborator:
     def _input(self, stmt: ast.InputDecl, definition: ast.Definition, frame: Frame, scope: Scope) -> str:
         if definition.kind != "network":
             raise ArchNameError(
-                "a block cannot declare inputs", stmt.span, "a block's input is `in`; declare inputs in the network",
+                "a block cannot declare inputs",
+                stmt.span,
+                "a block's input is `in`; declare inputs in the network",
                 code="E213",
             )
         shape = evaluate(stmt.shape, scope)
@@ -214,7 +234,8 @@ class Elaborator:
         ):
             raise ArchTypeError(
                 f"an input shape is a list of one or three ints ([features] or [C, H, W]), got {show(shape)}",
-                stmt.shape.span, code="E310",
+                stmt.shape.span,
+                code="E310",
             )
         if any(v < 1 for v in shape):
             raise ArchTypeError(f"input sizes must be positive, got {show(shape)}", stmt.shape.span, code="E311")
@@ -236,7 +257,9 @@ class Elaborator:
                 if starts_from_node and self._is_node_name(target.path, frame, definition):
                     raise ArchNameError(
                         f"`{link.label}: {target.path} -> ...` labels a reference to an existing node",
-                        link.span, f"to name the next op, write `{target.path} -> {link.label}: ...`", code="E227",
+                        link.span,
+                        f"to name the next op, write `{target.path} -> {link.label}: ...`",
+                        code="E227",
                     )
                 if isinstance(target, ast.Ref):
                     target = ast.Call(target.path, (), target.span, target.span)
@@ -259,7 +282,10 @@ class Elaborator:
 
     def _placeholder(self, frame: Frame, label: str | None, target) -> str:
         callee = (
-            target.call.callee if isinstance(target, ast.Stage) else target.path if isinstance(target, ast.Ref)
+            target.call.callee
+            if isinstance(target, ast.Stage)
+            else target.path
+            if isinstance(target, ast.Ref)
             else target.callee
         )
         local = label if label and label not in frame.name_spans else frame.fresh(f"{callee}_failed")
@@ -288,7 +314,9 @@ class Elaborator:
             if target.kind == "network":
                 raise ArchNameError(
                     f"`{call.callee}` is a network and cannot be used inside another",
-                    call.callee_span, "turn it into a `block`", code="E214",
+                    call.callee_span,
+                    "turn it into a `block`",
+                    code="E214",
                 )
             return target
         spec = lookup(call.callee)
@@ -310,13 +338,21 @@ class Elaborator:
         else:
             if cursor is None:
                 raise ArchNameError(
-                    f"`{label or call.callee}` has no input", call.callee_span,
-                    "declare an input first: `input image: [3, 224, 224]`", code="E215",
+                    f"`{label or call.callee}` has no input",
+                    call.callee_span,
+                    "declare an input first: `input image: [3, 224, 224]`",
+                    code="E215",
                 )
             inputs = [cursor]
         local = node_path if node_path is not None else (label or frame.fresh(call.callee))
         node = self._add_node(
-            frame, local, call.span, op=spec.name, call=call_args, scope=scope, label_span=label_span,
+            frame,
+            local,
+            call.span,
+            op=spec.name,
+            call=call_args,
+            scope=scope,
+            label_span=label_span,
         )
         for position, source in enumerate(inputs):
             self.pending_edges.append((source, node, spec.edge_kind(position), position, call.span))
@@ -331,7 +367,9 @@ class Elaborator:
         path = _expr_path(value)
         if path is None:
             raise ArchTypeError(
-                "inputs of a merge are node names", arg.span, "write the names of the nodes to merge, e.g. `add(a, b)`",
+                "inputs of a merge are node names",
+                arg.span,
+                "write the names of the nodes to merge, e.g. `add(a, b)`",
                 code="E312",
             )
         return Unresolved(frame, path, arg.span)
@@ -347,8 +385,10 @@ class Elaborator:
             raise ArchNameError(f"blocks nest deeper than {MAX_BLOCK_DEPTH}", call.callee_span, code="E217")
         if cursor is None:
             raise ArchNameError(
-                f"block `{block.name}` has no input", call.callee_span,
-                "declare an input first: `input image: [3, 224, 224]`", code="E215",
+                f"block `{block.name}` has no input",
+                call.callee_span,
+                "declare an input first: `input image: [3, 224, 224]`",
+                code="E215",
             )
         local = node_path if node_path is not None else label
         prefix = frame.prefix + (f"{local}." if local else "")
@@ -360,7 +400,8 @@ class Elaborator:
             groups += (Group(path=prefix.rstrip("."), kind="block", name=block.name),)
         self.block_stack.append(block.name)
         try:
-            output = self._with_groups(groups, lambda: self._body(block, inner, inner_scope, cursor))
+            with self._grouped(groups):
+                output = self._body(block, inner, inner_scope, cursor)
         finally:
             self.block_stack.pop()
         if output is None:
@@ -369,11 +410,13 @@ class Elaborator:
             frame.names[label] = output
         return output
 
-    def _with_groups(self, groups, action):
+    @contextmanager
+    def _grouped(self, groups: tuple[Group, ...]):
+        """Nodes added inside belong to ``groups`` (the stages and blocks being expanded)."""
         saved = self._groups
         self._groups = groups
         try:
-            return action()
+            yield
         finally:
             self._groups = saved
 
@@ -385,9 +428,10 @@ class Elaborator:
         if len(positional) > len(params):
             raise ArchTypeError(
                 f"block `{block.name}` takes {len(params)} argument(s), got {len(positional)}",
-                positional[len(params)].span, code="E313",
+                positional[len(params)].span,
+                code="E313",
             )
-        for param, arg in zip(params, positional):
+        for param, arg in zip(params, positional, strict=False):
             values[param.name] = try_evaluate(arg.value, scope)
         for arg in call.args:
             if arg.name is None:
@@ -403,9 +447,7 @@ class Elaborator:
             if param.name in values:
                 continue
             if param.default is None:
-                raise ArchTypeError(
-                    f"block `{block.name}` needs a value for `{param.name}`", call.span, code="E315"
-                )
+                raise ArchTypeError(f"block `{block.name}` needs a value for `{param.name}`", call.span, code="E315")
             values[param.name] = try_evaluate(param.default, defaults_scope)
         return values
 
@@ -413,16 +455,16 @@ class Elaborator:
 
     def _stage(self, stage: ast.Stage, link: ast.Link, frame: Frame, scope: Scope, cursor):
         if link.label is None:
-            raise ArchNameError(
-                "a stage needs a name", stage.span, "write `layer1: stage block(...) x N`", code="E220"
-            )
+            raise ArchNameError("a stage needs a name", stage.span, "write `layer1: stage block(...) x N`", code="E220")
         count = evaluate(stage.count, scope)
         if isinstance(count, Deferred) or isinstance(count, bool) or not isinstance(count, int):
             raise ArchTypeError(f"a repeat count must be an int, got {type_name(count)}", stage.count.span, code="E316")
         if count < 1:
             raise ArchTypeError(f"a repeat count must be at least 1, got {count}", stage.count.span, code="E317")
         if count > MAX_REPEAT:
-            raise ArchTypeError(f"a repeat count of {count} exceeds the limit of {MAX_REPEAT}", stage.count.span, code="E317")
+            raise ArchTypeError(
+                f"a repeat count of {count} exceeds the limit of {MAX_REPEAT}", stage.count.span, code="E317"
+            )
         connect = stage.connect or "chain"
         if connect not in CONNECT_MODES:
             hint = did_you_mean(connect, CONNECT_MODES) or "use `connect=chain` or `connect=dense`"
@@ -442,7 +484,9 @@ class Elaborator:
             if name in seen_names:
                 raise ArchNameError(
                     f"repeats {seen_names[name]} and {i} are both named `{name}`",
-                    stage.names.span if stage.names else stage.span, "use `{i}` in the names template", code="E222",
+                    stage.names.span if stage.names else stage.span,
+                    "use `{i}` in the names template",
+                    code="E222",
                 )
             seen_names[name] = i
             args = stage.call.args
@@ -452,7 +496,12 @@ class Elaborator:
             call = ast.Call(stage.call.callee, args, stage.call.span, stage.call.callee_span)
             if connect == "dense" and outputs:
                 concat_id = self._add_node(
-                    frame, f"{link.label}.{name}.in", stage.span, op="concat", call=(), scope=repeat_scope,
+                    frame,
+                    f"{link.label}.{name}.in",
+                    stage.span,
+                    op="concat",
+                    call=(),
+                    scope=repeat_scope,
                     groups=groups,
                 )
                 for position, source in enumerate([stage_input, *outputs]):
@@ -462,12 +511,10 @@ class Elaborator:
                 layer_input = stage_input if connect == "dense" else (outputs[-1] if outputs else stage_input)
             repeat_group = Group(path=f"{stage_path}.{name}", kind="block", name=stage.call.callee, repeat=i)
             is_block = isinstance(self._callee(call, stage.span.file), ast.Definition)
-            out = self._with_groups(
-                groups + ((repeat_group,) if is_block else ()),
-                lambda: self._call(
+            with self._grouped(groups + ((repeat_group,) if is_block else ())):
+                out = self._call(
                     call, None, None, stage.span, frame, repeat_scope, layer_input, node_path=f"{link.label}.{name}"
-                ),
-            )
+                )
             outputs.append(out)
         if connect == "dense":
             out_id = self._add_node(
@@ -504,8 +551,10 @@ class Elaborator:
         parts = name.split(".")
         if not all(p and (p.isidentifier() or p.isdigit()) for p in parts):
             raise ArchTypeError(
-                f"the names template gives `{name}`, which is not a valid module name", span,
-                "names are made of letters, digits and `_`", code="E320",
+                f"the names template gives `{name}`, which is not a valid module name",
+                span,
+                "names are made of letters, digits and `_`",
+                code="E320",
             )
         return name
 
@@ -537,8 +586,10 @@ class Elaborator:
         if local in frame.name_spans or node_id in self.graph:
             first = frame.name_spans.get(local)
             raise ArchNameError(
-                f"`{local}` is defined twice in {frame.where}", label_span or span,
-                f"the first definition is at {first}" if first else "names of nodes must be unique", code="E224",
+                f"`{local}` is defined twice in {frame.where}",
+                label_span or span,
+                f"the first definition is at {first}" if first else "names of nodes must be unique",
+                code="E224",
             )
         if self.graph.number_of_nodes() >= MAX_NODES:
             raise ArchTypeError(f"the network has more than {MAX_NODES} nodes", span, code="E321")
@@ -564,7 +615,9 @@ class Elaborator:
             if full in self.graph:
                 return full
             hint = did_you_mean(ref.path, [*frame.names, *(["in"] if frame.input_ref is not None else [])])
-            self.errors.append(ArchNameError(f"unknown node `{ref.path}` in {frame.where}", ref.span, hint, code="E201"))
+            self.errors.append(
+                ArchNameError(f"unknown node `{ref.path}` in {frame.where}", ref.span, hint, code="E201")
+            )
             return None
         return ref
 
@@ -587,12 +640,18 @@ class Elaborator:
                     self.poisoned.add(node)
 
     def _network_outputs(self, definition: ast.Definition, frame: Frame, cursor) -> list[NodeRef]:
-        refs = [self._ref(frame, r) for r in frame.outputs] if frame.outputs else ([cursor] if cursor is not None else [])
+        refs = (
+            [self._ref(frame, r) for r in frame.outputs] if frame.outputs else ([cursor] if cursor is not None else [])
+        )
         if not refs:
-            self.errors.append(ArchNameError(
-                f"network `{definition.name}` computes nothing", definition.name_span,
-                "declare an input and at least one op", code="E225",
-            ))
+            self.errors.append(
+                ArchNameError(
+                    f"network `{definition.name}` computes nothing",
+                    definition.name_span,
+                    "declare an input and at least one op",
+                    code="E225",
+                )
+            )
         self._output_refs = refs
         return refs
 
@@ -646,7 +705,9 @@ def elaborate(program: Program, network: str | None, overrides: Mapping[str, Any
         chosen = next((n for n in networks if n.name == network), None)
         if chosen is None:
             hint = did_you_mean(network, [n.name for n in networks])
-            raise ArchNameError(f"no network `{network}` in this file", None, hint, code="E226").with_sources(program.sources)
+            raise ArchNameError(f"no network `{network}` in this file", None, hint, code="E226").with_sources(
+                program.sources
+            )
     elaborator = Elaborator(program)
     g = elaborator.network(chosen, overrides)
     g.graph["outputs"] = elaborator.finish_outputs()

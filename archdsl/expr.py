@@ -146,7 +146,9 @@ def evaluate(expr: ast.Expr, scope: Scope) -> Value:
         return _lookup(expr, scope)
     if isinstance(expr, ast.InputRef):
         if scope.input_ref is None:
-            raise ArchNameError(f"`in` has no meaning in {scope.where}: a network has named inputs", expr.span, code="E204")
+            raise ArchNameError(
+                f"`in` has no meaning in {scope.where}: a network has named inputs", expr.span, code="E204"
+            )
         return NodeValue(scope.input_ref)
     if isinstance(expr, ast.Attr):
         return _attribute(evaluate(expr.obj, scope), expr, scope)
@@ -191,7 +193,9 @@ def _attribute(value: Value, expr: ast.Attr, scope: Scope) -> Value:
             f"{type_name(value)} `{show(value)}` has no attribute `{expr.name}`", expr.span, code="E304"
         )
     if expr.name not in SHAPE_ATTRS:
-        hint = did_you_mean(expr.name, SHAPE_ATTRS) or "a node's shape is read as " + ", ".join(f"`.{a}`" for a in SHAPE_ATTRS)
+        hint = did_you_mean(expr.name, SHAPE_ATTRS) or "a node's shape is read as " + ", ".join(
+            f"`.{a}`" for a in SHAPE_ATTRS
+        )
         raise ArchNameError(f"unknown shape attribute `{expr.name}`", expr.span, hint, code="E205")
     if scope.shape_of is None:
         raise NeedsShape(expr.name)
@@ -240,7 +244,9 @@ def _binary(expr: ast.Binary, scope: Scope) -> Value:
     if expr.op in _COMPARE:
         if expr.op in ("==", "!="):
             return _COMPARE[expr.op](left, right)
-        return _COMPARE[expr.op](_number(left, expr.left.span, f"`{expr.op}`"), _number(right, expr.right.span, f"`{expr.op}`"))
+        return _COMPARE[expr.op](
+            _number(left, expr.left.span, f"`{expr.op}`"), _number(right, expr.right.span, f"`{expr.op}`")
+        )
     if expr.op == "+" and isinstance(left, str) and isinstance(right, str):
         return left + right
     a = _number(left, expr.left.span, f"`{expr.op}`")

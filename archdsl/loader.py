@@ -131,12 +131,14 @@ class _Loader:
         for definition in module.definitions:
             if definition.name in namespace and namespace[definition.name] is not definition:
                 other = namespace[definition.name]
-                self.errors.append(ArchNameError(
-                    f"`{definition.name}` is defined twice",
-                    definition.name_span,
-                    f"the other definition is at {other.name_span}",
-                    code="E207",
-                ))
+                self.errors.append(
+                    ArchNameError(
+                        f"`{definition.name}` is defined twice",
+                        definition.name_span,
+                        f"the other definition is at {other.name_span}",
+                        code="E207",
+                    )
+                )
             namespace[definition.name] = definition
         return module
 
@@ -145,8 +147,10 @@ class _Loader:
             raise ArchImportError(f"imports nest deeper than {MAX_IMPORT_DEPTH} files", imp.span, code="E254")
         if Path(imp.path).is_absolute():
             raise ArchImportError(
-                f"import `{imp.path}` is an absolute path", imp.span,
-                "imports are relative to the importing file or the zoo", code="E255",
+                f"import `{imp.path}` is an absolute path",
+                imp.span,
+                "imports are relative to the importing file or the zoo",
+                code="E255",
             )
         virtual_name = os.path.normpath(os.path.join(os.path.dirname(file), imp.path))
         if virtual_name in self.virtual:
@@ -159,19 +163,23 @@ class _Loader:
             allowed = (root.resolve(), zoo_dir().resolve(), here.resolve())
             if not any(candidate.is_relative_to(r) for r in allowed):
                 raise ArchImportError(
-                    f"import `{imp.path}` leaves the folders imports may read", imp.span,
-                    "imports are relative to the importing file's folder or the zoo", code="E255",
+                    f"import `{imp.path}` leaves the folders imports may read",
+                    imp.span,
+                    "imports are relative to the importing file's folder or the zoo",
+                    code="E255",
                 )
             text, display, real_path = _read(candidate)
             return self._enter(text, display, real_path, root, stack, imp)
         raise ArchImportError(
-            f"cannot find `{imp.path}`", imp.span,
-            f"looked in {display_name(here)} and in the zoo", code="E251",
+            f"cannot find `{imp.path}`",
+            imp.span,
+            f"looked in {display_name(here)} and in the zoo",
+            code="E251",
         )
 
     def _enter(self, text, display, real_path, root, stack, imp) -> ast.Module:
         if display in stack:
-            cycle = " -> ".join((*stack[stack.index(display):], display))
+            cycle = " -> ".join((*stack[stack.index(display) :], display))
             raise ArchImportError(f"import cycle: {cycle}", imp.span, code="E256")
         if display in self.modules:
             return self.modules[display]

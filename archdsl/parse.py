@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from functools import cache
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from archdsl import syntax as ast
 from archdsl.errors import ArchError, ArchSyntaxError, Span, combine
@@ -313,7 +313,7 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def binop(self, meta, children):
         result = children[0]
-        for op, operand in zip(children[1::2], children[2::2]):
+        for op, operand in zip(children[1::2], children[2::2], strict=False):
             span = Span(self.file, result.span.line, result.span.column, operand.span.end_line, operand.span.end_column)
             result = ast.Binary(str(op), result, operand, span)
         return result

@@ -42,8 +42,10 @@ class _Inference:
             raise _Poisoned()
         if node not in self.shapes:
             raise ArchShapeError(
-                f"the shape of `{node}` is read before it is known", self.current_span or span,
-                f"`{node}` must come before this node in the flow of data", code="E402",
+                f"the shape of `{node}` is read before it is known",
+                self.current_span or span,
+                f"`{node}` must come before this node in the flow of data",
+                code="E402",
             )
         return self.shapes[node]
 
@@ -95,8 +97,10 @@ class _Inference:
         count = len(input_shapes) + extra
         if count < spec.min_inputs or (spec.max_inputs is not None and count > spec.max_inputs):
             want = (
-                str(spec.min_inputs) if spec.min_inputs == spec.max_inputs
-                else f"at least {spec.min_inputs}" if spec.max_inputs is None
+                str(spec.min_inputs)
+                if spec.min_inputs == spec.max_inputs
+                else f"at least {spec.min_inputs}"
+                if spec.max_inputs is None
                 else f"{spec.min_inputs} to {spec.max_inputs}"
             )
             raise ArchTypeError(f"`{spec.name}` takes {want} input(s), got {count}", data["span"], code="E322")
@@ -105,11 +109,15 @@ class _Inference:
         try:
             shape = tuple(spec.infer(data["args"], input_shapes))
         except ShapeProblem as problem:
-            raise ArchShapeError(problem.message, self._arg_span(data, problem.arg), problem.hint, code="E401") from None
+            raise ArchShapeError(
+                problem.message, self._arg_span(data, problem.arg), problem.hint, code="E401"
+            ) from None
         if any(d < 1 for d in shape):
             raise ArchShapeError(
-                f"`{spec.name}` would produce the non-positive shape {list(shape)}", data["span"],
-                "an earlier op has shrunk the input too far", code="E403",
+                f"`{spec.name}` would produce the non-positive shape {list(shape)}",
+                data["span"],
+                "an earlier op has shrunk the input too far",
+                code="E403",
             )
         if any(d > MAX_DIM for d in shape):
             raise ArchShapeError(f"`{spec.name}` would produce the huge shape {list(shape)}", data["span"], code="E404")
@@ -146,9 +154,11 @@ class _Inference:
         if len(positional) > len(spec.args):
             raise ArchTypeError(
                 f"`{spec.name}` takes {len(spec.args)} argument(s), got {len(positional)}",
-                positional[len(spec.args)].span, self._signature(spec), code="E313",
+                positional[len(spec.args)].span,
+                self._signature(spec),
+                code="E313",
             )
-        bound = list(zip(spec.args, positional))
+        bound = list(zip(spec.args, positional, strict=False))
         for arg in call:
             if arg.name is None:
                 continue
@@ -169,7 +179,9 @@ class _Inference:
             if schema.name not in values:
                 if schema.required:
                     raise ArchTypeError(
-                        f"`{spec.name}` needs the argument `{schema.name}`", data["span"], self._signature(spec),
+                        f"`{spec.name}` needs the argument `{schema.name}`",
+                        data["span"],
+                        self._signature(spec),
                         code="E315",
                     )
                 values[schema.name] = schema.coerce(schema.default) if schema.default is not None else None
@@ -179,7 +191,10 @@ class _Inference:
 
     @staticmethod
     def _signature(spec: OpSpec) -> str:
-        parts = [a.name if a.required else f"{a.name}={show(a.default) if a.default is not None else 'none'}" for a in spec.args]
+        parts = [
+            a.name if a.required else f"{a.name}={show(a.default) if a.default is not None else 'none'}"
+            for a in spec.args
+        ]
         return f"{spec.name}({', '.join(parts)})"
 
     # ---------------------------------------------------------- shortcuts
@@ -199,7 +214,8 @@ class _Inference:
         mismatch = f"the skip from `{src}` {list(have)} to `{target}` {list(want)} joins different shapes"
         if policy == "identity":
             raise ArchShapeError(
-                mismatch, edge_span,
+                mismatch,
+                edge_span,
                 "add `via projection` (1x1 conv + batchnorm) or `via zeropad` (subsample and pad channels)",
                 code="E405",
             )
@@ -247,8 +263,14 @@ class _Poisoned(Exception):
 
 def _conv_args(out: int, stride: int) -> dict[str, Any]:
     return {
-        "out": out, "k": (1, 1), "stride": (stride, stride), "pad": (0, 0), "dilation": (1, 1),
-        "groups": 1, "bias": False, "bias_init": 0.0,
+        "out": out,
+        "k": (1, 1),
+        "stride": (stride, stride),
+        "pad": (0, 0),
+        "dilation": (1, 1),
+        "groups": 1,
+        "bias": False,
+        "bias_init": 0.0,
     }
 
 

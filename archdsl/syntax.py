@@ -6,7 +6,6 @@ Nothing past :mod:`archdsl.parse` sees a Lark tree; everything sees these.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from archdsl.errors import Span
 
@@ -100,7 +99,7 @@ class FuncCall:
     span: Span
 
 
-Expr = Union[Literal, Name, InputRef, Attr, Index, ListExpr, Unary, Binary, Ternary, FuncCall]
+Expr = Literal | Name | InputRef | Attr | Index | ListExpr | Unary | Binary | Ternary | FuncCall
 
 
 @dataclass(frozen=True)
@@ -210,7 +209,7 @@ class Doc:
     span: Span
 
 
-Statement = Union[Chain, Skip, InputDecl, OutputDecl, Let, Doc]
+Statement = Chain | Skip | InputDecl | OutputDecl | Let | Doc
 
 # ---------------------------------------------------------------- definitions
 

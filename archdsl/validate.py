@@ -17,19 +17,26 @@ def find_cycles(g: nx.DiGraph) -> list[ArchError]:
     errors: list[ArchError] = []
     index = {n: i for i, n in enumerate(g.nodes)}
     components = sorted(
-        (sorted(c, key=index.__getitem__) for c in nx.strongly_connected_components(g)
-         if len(c) > 1 or g.has_edge(next(iter(c)), next(iter(c)))),
+        (
+            sorted(c, key=index.__getitem__)
+            for c in nx.strongly_connected_components(g)
+            if len(c) > 1 or g.has_edge(next(iter(c)), next(iter(c)))
+        ),
         key=lambda c: index[c[0]],
     )
     for component in components:
         cycle = nx.find_cycle(g.subgraph(component), source=component[0])
         path = " -> ".join([cycle[0][0], *(v for _, v in cycle)])
         labels = tuple(Label(g.edges[u, v]["span"], f"edge `{u}` -> `{v}` is made") for u, v in cycle)
-        errors.append(ArchGraphError(
-            f"the graph has a cycle: {path}", g.edges[cycle[0]]["span"],
-            "data must flow one way; a merge may only take nodes defined upstream of it",
-            code="E501", labels=labels,
-        ))
+        errors.append(
+            ArchGraphError(
+                f"the graph has a cycle: {path}",
+                g.edges[cycle[0]]["span"],
+                "data must flow one way; a merge may only take nodes defined upstream of it",
+                code="E501",
+                labels=labels,
+            )
+        )
     return errors
 
 
@@ -52,14 +59,22 @@ def check_reachability(g: nx.DiGraph) -> list[ArchError]:
     used = set(outputs).union(*(nx.ancestors(g, o) for o in outputs)) if outputs else set()
     for node, data in g.nodes(data=True):
         if node not in fed:
-            errors.append(ArchGraphError(
-                f"`{node}` does not depend on any input", data["span"], code="E502",
-            ))
+            errors.append(
+                ArchGraphError(
+                    f"`{node}` does not depend on any input",
+                    data["span"],
+                    code="E502",
+                )
+            )
         elif node not in used:
-            errors.append(ArchGraphError(
-                f"`{node}` is computed but never reaches the output", data["span"],
-                "feed it into a later node, list it in `output`, or remove it", code="E503",
-            ))
+            errors.append(
+                ArchGraphError(
+                    f"`{node}` is computed but never reaches the output",
+                    data["span"],
+                    "feed it into a later node, list it in `output`, or remove it",
+                    code="E503",
+                )
+            )
     return errors
 
 
@@ -96,6 +111,8 @@ def lint(g: nx.DiGraph) -> None:
                 problems.append(f"`{src}` comes after its consumer `{node}` in node order")
     if problems:
         raise ArchGraphError(
-            "internal error: the graph breaks its invariants: " + "; ".join(problems[:10]), None,
-            "this is a bug in archdsl; please report it with the .arch file", code="E590",
+            "internal error: the graph breaks its invariants: " + "; ".join(problems[:10]),
+            None,
+            "this is a bug in archdsl; please report it with the .arch file",
+            code="E590",
         )

@@ -29,7 +29,7 @@ def test_submodule_paths_are_the_graph_module_paths(tiny_resnet):
 def test_generated_code_is_readable(tiny_resnet):
     code = archdsl.load(tiny_resnet).code
     assert "torch.cat" not in code  # no dense blocks here
-    assert "layer1_0_conv1 = getattr(self.layer1, \"0\").conv1(" in code or "self.layer1" in code
+    assert 'layer1_0_conv1 = getattr(self.layer1, "0").conv1(' in code or "self.layer1" in code
     assert "operator.add" in code or " + " in code
 
 

@@ -102,7 +102,9 @@ def test_blocks_use_blocks_and_prefix_module_paths():
 def test_imports_resolve_relative_to_the_importing_file(tmp_path):
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "blocks.arch").write_text("block twice(c) {\n a: conv(c, k=1)\n b: conv(c, k=1)\n}\n")
-    (tmp_path / "lib" / "more.arch").write_text('import "blocks.arch"\nblock quad(c) {\n x: twice(c)\n y: twice(c)\n}\n')
+    (tmp_path / "lib" / "more.arch").write_text(
+        'import "blocks.arch"\nblock quad(c) {\n x: twice(c)\n y: twice(c)\n}\n'
+    )
     main = tmp_path / "net.arch"
     main.write_text('from "lib/more.arch" import quad\nnetwork n {\n input i: [3, 4, 4]\n q: quad(5)\n}\n')
     g = archdsl.graph(main)
@@ -203,7 +205,8 @@ def test_explicit_shortcut_path():
     }
     """)
     assert [g.edges[e]["kind"] for e in sorted(g.in_edges("blk.sum"), key=lambda e: g.edges[e]["position"])] == [
-        "flow", "skip",
+        "flow",
+        "skip",
     ]
 
 
@@ -328,6 +331,13 @@ def test_node_order_is_deterministic_across_hash_seeds():
     outputs = set()
     for seed in ("0", "1", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        outputs.add(subprocess.run([sys.executable, "-c", code.replace("hash(", "str(")], env=env,
-                                   capture_output=True, text=True, check=True).stdout)
+        outputs.add(
+            subprocess.run(
+                [sys.executable, "-c", code.replace("hash(", "str(")],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
     assert len(outputs) == 1

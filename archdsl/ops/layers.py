@@ -78,8 +78,14 @@ def _conv_macs(args: Args, shapes: Sequence[Shape], out: Shape) -> int:
 
 def _conv_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
     conv = nn.Conv2d(
-        shapes[0][0], args["out"], args["k"], stride=args["stride"], padding=args["pad"],
-        dilation=args["dilation"], groups=args["groups"], bias=args["bias"],
+        shapes[0][0],
+        args["out"],
+        args["k"],
+        stride=args["stride"],
+        padding=args["pad"],
+        dilation=args["dilation"],
+        groups=args["groups"],
+        bias=args["bias"],
     )
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     if conv.bias is not None:
@@ -87,24 +93,26 @@ def _conv_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
     return conv
 
 
-register(OpSpec(
-    name="conv",
-    summary="2-d convolution (torch.nn.Conv2d); input channels are inferred",
-    args=(
-        ArgSpec("out", "int", minimum=1, doc="output channels"),
-        ArgSpec("k", "int2", minimum=1, doc="kernel size"),
-        ArgSpec("stride", "int2", 1, minimum=1),
-        ArgSpec("pad", "int2", 0, minimum=0, doc="zero padding on each side"),
-        ArgSpec("dilation", "int2", 1, minimum=1),
-        ArgSpec("groups", "int", 1, minimum=1),
-        ArgSpec("bias", "bool", True),
-        ArgSpec("bias_init", "float", 0.0, doc="initial value of the bias"),
-    ),
-    infer=_conv_infer,
-    count_params=_conv_params,
-    count_macs=_conv_macs,
-    build=_conv_build,
-))
+register(
+    OpSpec(
+        name="conv",
+        summary="2-d convolution (torch.nn.Conv2d); input channels are inferred",
+        args=(
+            ArgSpec("out", "int", minimum=1, doc="output channels"),
+            ArgSpec("k", "int2", minimum=1, doc="kernel size"),
+            ArgSpec("stride", "int2", 1, minimum=1),
+            ArgSpec("pad", "int2", 0, minimum=0, doc="zero padding on each side"),
+            ArgSpec("dilation", "int2", 1, minimum=1),
+            ArgSpec("groups", "int", 1, minimum=1),
+            ArgSpec("bias", "bool", True),
+            ArgSpec("bias_init", "float", 0.0, doc="initial value of the bias"),
+        ),
+        infer=_conv_infer,
+        count_params=_conv_params,
+        count_macs=_conv_macs,
+        build=_conv_build,
+    )
+)
 
 # -------------------------------------------------------------- pooling
 
@@ -112,7 +120,7 @@ register(OpSpec(
 def _pool_infer(op: str):
     def infer(args: Args, shapes: Sequence[Shape]) -> Shape:
         c, h, w = _image(shapes, op)
-        for (k, p) in zip(args["k"], args["pad"]):
+        for k, p in zip(args["k"], args["pad"], strict=False):
             if 2 * p > k:
                 raise ShapeProblem(f"padding {p} must be at most half the kernel size {k}", arg="pad")
         return (c, *_spatial_out(args, h, w, ceil=args["ceil"]))
@@ -135,27 +143,52 @@ def _stride_defaults_to_window(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _emit_maxpool(call, inputs, args):
-    return call(F.max_pool2d, tuple(inputs), {
-        "kernel_size": args["k"], "stride": args["stride"], "padding": args["pad"], "ceil_mode": args["ceil"],
-    })
+    return call(
+        F.max_pool2d,
+        tuple(inputs),
+        {
+            "kernel_size": args["k"],
+            "stride": args["stride"],
+            "padding": args["pad"],
+            "ceil_mode": args["ceil"],
+        },
+    )
 
 
 def _emit_avgpool(call, inputs, args):
-    return call(F.avg_pool2d, tuple(inputs), {
-        "kernel_size": args["k"], "stride": args["stride"], "padding": args["pad"], "ceil_mode": args["ceil"],
-        "count_include_pad": args["count_pad"],
-    })
+    return call(
+        F.avg_pool2d,
+        tuple(inputs),
+        {
+            "kernel_size": args["k"],
+            "stride": args["stride"],
+            "padding": args["pad"],
+            "ceil_mode": args["ceil"],
+            "count_include_pad": args["count_pad"],
+        },
+    )
 
 
-register(OpSpec(
-    name="maxpool", summary="2-d max pooling", args=_pool_args(),
-    infer=_pool_infer("maxpool"), emit=_emit_maxpool, finish_args=_stride_defaults_to_window,
-))
-register(OpSpec(
-    name="avgpool", summary="2-d average pooling",
-    args=_pool_args((ArgSpec("count_pad", "bool", True, doc="count padded zeros in the average"),)),
-    infer=_pool_infer("avgpool"), emit=_emit_avgpool, finish_args=_stride_defaults_to_window,
-))
+register(
+    OpSpec(
+        name="maxpool",
+        summary="2-d max pooling",
+        args=_pool_args(),
+        infer=_pool_infer("maxpool"),
+        emit=_emit_maxpool,
+        finish_args=_stride_defaults_to_window,
+    )
+)
+register(
+    OpSpec(
+        name="avgpool",
+        summary="2-d average pooling",
+        args=_pool_args((ArgSpec("count_pad", "bool", True, doc="count padded zeros in the average"),)),
+        infer=_pool_infer("avgpool"),
+        emit=_emit_avgpool,
+        finish_args=_stride_defaults_to_window,
+    )
+)
 
 
 def _adaptive_infer(op: str):
@@ -166,18 +199,24 @@ def _adaptive_infer(op: str):
     return infer
 
 
-register(OpSpec(
-    name="adaptive_avgpool", summary="average pooling to a fixed output size",
-    args=(ArgSpec("size", "int2", minimum=1),),
-    infer=_adaptive_infer("adaptive_avgpool"),
-    emit=lambda call, inputs, args: call(F.adaptive_avg_pool2d, tuple(inputs), {"output_size": args["size"]}),
-))
-register(OpSpec(
-    name="adaptive_maxpool", summary="max pooling to a fixed output size",
-    args=(ArgSpec("size", "int2", minimum=1),),
-    infer=_adaptive_infer("adaptive_maxpool"),
-    emit=lambda call, inputs, args: call(F.adaptive_max_pool2d, tuple(inputs), {"output_size": args["size"]}),
-))
+register(
+    OpSpec(
+        name="adaptive_avgpool",
+        summary="average pooling to a fixed output size",
+        args=(ArgSpec("size", "int2", minimum=1),),
+        infer=_adaptive_infer("adaptive_avgpool"),
+        emit=lambda call, inputs, args: call(F.adaptive_avg_pool2d, tuple(inputs), {"output_size": args["size"]}),
+    )
+)
+register(
+    OpSpec(
+        name="adaptive_maxpool",
+        summary="max pooling to a fixed output size",
+        args=(ArgSpec("size", "int2", minimum=1),),
+        infer=_adaptive_infer("adaptive_maxpool"),
+        emit=lambda call, inputs, args: call(F.adaptive_max_pool2d, tuple(inputs), {"output_size": args["size"]}),
+    )
+)
 
 # -------------------------------------------------------- normalisation
 
@@ -194,13 +233,16 @@ def _bn_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
     return cls(shapes[0][0], eps=args["eps"], momentum=args["momentum"])
 
 
-register(OpSpec(
-    name="batchnorm", summary="batch normalisation over channels (BatchNorm2d, or BatchNorm1d on flat inputs)",
-    args=(ArgSpec("eps", "float", 1e-5, minimum=0.0), ArgSpec("momentum", "float", 0.1, minimum=0.0, maximum=1.0)),
-    infer=_bn_infer,
-    count_params=lambda args, shapes: 2 * shapes[0][0],
-    build=_bn_build,
-))
+register(
+    OpSpec(
+        name="batchnorm",
+        summary="batch normalisation over channels (BatchNorm2d, or BatchNorm1d on flat inputs)",
+        args=(ArgSpec("eps", "float", 1e-5, minimum=0.0), ArgSpec("momentum", "float", 0.1, minimum=0.0, maximum=1.0)),
+        infer=_bn_infer,
+        count_params=lambda args, shapes: 2 * shapes[0][0],
+        build=_bn_build,
+    )
+)
 
 # ---------------------------------------------------------- activations
 
@@ -210,10 +252,14 @@ def _same(args: Args, shapes: Sequence[Shape]) -> Shape:
 
 
 def _elementwise(name: str, fn, summary: str) -> None:
-    register(OpSpec(
-        name=name, summary=summary, infer=_same,
-        emit=lambda call, inputs, args: call(fn, tuple(inputs)),
-    ))
+    register(
+        OpSpec(
+            name=name,
+            summary=summary,
+            infer=_same,
+            emit=lambda call, inputs, args: call(fn, tuple(inputs)),
+        )
+    )
 
 
 _elementwise("relu", torch.relu, "rectified linear unit")
@@ -221,30 +267,44 @@ _elementwise("sigmoid", torch.sigmoid, "logistic sigmoid")
 _elementwise("tanh", torch.tanh, "hyperbolic tangent")
 _elementwise("gelu", F.gelu, "Gaussian error linear unit")
 _elementwise("silu", F.silu, "sigmoid linear unit (swish)")
-register(OpSpec(
-    name="identity", summary="pass the input through unchanged", infer=_same,
-    emit=lambda call, inputs, args: inputs[0],
-))
+register(
+    OpSpec(
+        name="identity",
+        summary="pass the input through unchanged",
+        infer=_same,
+        emit=lambda call, inputs, args: inputs[0],
+    )
+)
 
-register(OpSpec(
-    name="softmax", summary="softmax over channels / features", infer=_same,
-    emit=lambda call, inputs, args: call(torch.softmax, tuple(inputs), {"dim": 1}),
-))
-register(OpSpec(
-    name="dropout", summary="dropout (active in training mode only)",
-    args=(ArgSpec("p", "float", 0.5, minimum=0.0, maximum=1.0),),
-    infer=_same,
-    build=lambda args, shapes: nn.Dropout(args["p"]),
-))
+register(
+    OpSpec(
+        name="softmax",
+        summary="softmax over channels / features",
+        infer=_same,
+        emit=lambda call, inputs, args: call(torch.softmax, tuple(inputs), {"dim": 1}),
+    )
+)
+register(
+    OpSpec(
+        name="dropout",
+        summary="dropout (active in training mode only)",
+        args=(ArgSpec("p", "float", 0.5, minimum=0.0, maximum=1.0),),
+        infer=_same,
+        build=lambda args, shapes: nn.Dropout(args["p"]),
+    )
+)
 
 # ------------------------------------------------------------ flat ops
 
 
-register(OpSpec(
-    name="flatten", summary="flatten everything but the batch dimension",
-    infer=lambda args, shapes: (math.prod(shapes[0]),),
-    emit=lambda call, inputs, args: call(torch.flatten, tuple(inputs), {"start_dim": 1}),
-))
+register(
+    OpSpec(
+        name="flatten",
+        summary="flatten everything but the batch dimension",
+        infer=lambda args, shapes: (math.prod(shapes[0]),),
+        emit=lambda call, inputs, args: call(torch.flatten, tuple(inputs), {"start_dim": 1}),
+    )
+)
 
 
 def _linear_infer(args: Args, shapes: Sequence[Shape]) -> Shape:
@@ -264,23 +324,32 @@ def _linear_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
     return layer
 
 
-register(OpSpec(
-    name="linear", summary="fully connected layer (torch.nn.Linear); input features are inferred",
-    args=(
-        ArgSpec("out", "int", minimum=1, doc="output features"),
-        ArgSpec("bias", "bool", True),
-        ArgSpec("bias_init", "float", None, doc="initial value of the bias (default: PyTorch's)"),
-    ),
-    infer=_linear_infer,
-    count_params=lambda args, shapes: args["out"] * shapes[0][0] + (args["out"] if args["bias"] else 0),
-    count_macs=lambda args, shapes, out: args["out"] * shapes[0][0],
-    build=_linear_build,
-))
+register(
+    OpSpec(
+        name="linear",
+        summary="fully connected layer (torch.nn.Linear); input features are inferred",
+        args=(
+            ArgSpec("out", "int", minimum=1, doc="output features"),
+            ArgSpec("bias", "bool", True),
+            ArgSpec("bias_init", "float", None, doc="initial value of the bias (default: PyTorch's)"),
+        ),
+        infer=_linear_infer,
+        count_params=lambda args, shapes: args["out"] * shapes[0][0] + (args["out"] if args["bias"] else 0),
+        count_macs=lambda args, shapes, out: args["out"] * shapes[0][0],
+        build=_linear_build,
+    )
+)
 
 # ---------------------------------------------------------------- input
 
 
-register(OpSpec(
-    name="input", summary="a network input of a declared shape (batch dimension excluded)",
-    infer=lambda args, shapes: args["shape"], min_inputs=0, max_inputs=0, internal=True,
-))
+register(
+    OpSpec(
+        name="input",
+        summary="a network input of a declared shape (batch dimension excluded)",
+        infer=lambda args, shapes: args["shape"],
+        min_inputs=0,
+        max_inputs=0,
+        internal=True,
+    )
+)

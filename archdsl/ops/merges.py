@@ -20,7 +20,8 @@ def _all_equal(op: str, shapes: Sequence[Shape]) -> Shape:
     for index, shape in enumerate(shapes[1:], start=1):
         if shape != first:
             raise ShapeProblem(
-                f"`{op}` needs inputs of one shape, but input 1 is {list(first)} and input {index + 1} is {list(shape)}",
+                f"`{op}` needs inputs of one shape, "
+                f"but input 1 is {list(first)} and input {index + 1} is {list(shape)}",
                 hint="give `skip` a shortcut policy (`via projection` or `via zeropad`) to reconcile the shapes",
                 input_index=index,
             )
@@ -34,13 +35,18 @@ def _emit_add(call, inputs, args):
     return node
 
 
-register(OpSpec(
-    name="add", summary="elementwise sum of its inputs (a residual merge)",
-    min_inputs=2, max_inputs=None, inputs_in_args=True,
-    infer=lambda args, shapes: _all_equal("add", shapes),
-    emit=_emit_add,
-    edge_kind=lambda position: "flow" if position == 0 else "skip",
-))
+register(
+    OpSpec(
+        name="add",
+        summary="elementwise sum of its inputs (a residual merge)",
+        min_inputs=2,
+        max_inputs=None,
+        inputs_in_args=True,
+        infer=lambda args, shapes: _all_equal("add", shapes),
+        emit=_emit_add,
+        edge_kind=lambda position: "flow" if position == 0 else "skip",
+    )
+)
 
 
 def _concat_infer(args: Args, shapes: Sequence[Shape]) -> Shape:
@@ -59,13 +65,18 @@ def _concat_infer(args: Args, shapes: Sequence[Shape]) -> Shape:
     return (sum(s[0] for s in shapes), *first[1:])
 
 
-register(OpSpec(
-    name="concat", summary="concatenate inputs along channels, in the order given",
-    min_inputs=1, max_inputs=None, inputs_in_args=True,
-    infer=_concat_infer,
-    emit=lambda call, inputs, args: call(torch.cat, (list(inputs),), {"dim": 1}),
-    edge_kind=lambda position: "concat",
-))
+register(
+    OpSpec(
+        name="concat",
+        summary="concatenate inputs along channels, in the order given",
+        min_inputs=1,
+        max_inputs=None,
+        inputs_in_args=True,
+        infer=_concat_infer,
+        emit=lambda call, inputs, args: call(torch.cat, (list(inputs),), {"dim": 1}),
+        edge_kind=lambda position: "concat",
+    )
+)
 
 
 def _broadcast(op: str, shapes: Sequence[Shape]) -> Shape:
@@ -73,23 +84,29 @@ def _broadcast(op: str, shapes: Sequence[Shape]) -> Shape:
     if len(a) != len(b):
         raise ShapeProblem(f"`{op}` needs inputs of the same rank, got {list(a)} and {list(b)}", input_index=1)
     out = []
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y and 1 not in (x, y):
             raise ShapeProblem(
                 f"`{op}` cannot broadcast {list(a)} with {list(b)}",
-                hint="sizes must be equal or 1 in each dimension", input_index=1,
+                hint="sizes must be equal or 1 in each dimension",
+                input_index=1,
             )
         out.append(max(x, y))
     return tuple(out)
 
 
-register(OpSpec(
-    name="mul", summary="elementwise product, broadcasting sizes of 1 (squeeze-and-excitation scaling)",
-    min_inputs=2, max_inputs=2, inputs_in_args=True,
-    infer=lambda args, shapes: _broadcast("mul", shapes),
-    emit=lambda call, inputs, args: call(operator.mul, tuple(inputs)),
-    edge_kind=lambda position: "flow" if position == 0 else "gate",
-))
+register(
+    OpSpec(
+        name="mul",
+        summary="elementwise product, broadcasting sizes of 1 (squeeze-and-excitation scaling)",
+        min_inputs=2,
+        max_inputs=2,
+        inputs_in_args=True,
+        infer=lambda args, shapes: _broadcast("mul", shapes),
+        emit=lambda call, inputs, args: call(operator.mul, tuple(inputs)),
+        edge_kind=lambda position: "flow" if position == 0 else "gate",
+    )
+)
 
 
 def highway_gate(t: torch.Tensor, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -97,13 +114,18 @@ def highway_gate(t: torch.Tensor, h: torch.Tensor, x: torch.Tensor) -> torch.Ten
     return x + t * (h - x)
 
 
-register(OpSpec(
-    name="gate", summary="highway merge gate(t, h, x) = t * h + (1 - t) * x",
-    min_inputs=3, max_inputs=3, inputs_in_args=True,
-    infer=lambda args, shapes: _all_equal("gate", shapes),
-    emit=lambda call, inputs, args: call(highway_gate, tuple(inputs)),
-    edge_kind=lambda position: ("gate", "flow", "skip")[position],
-))
+register(
+    OpSpec(
+        name="gate",
+        summary="highway merge gate(t, h, x) = t * h + (1 - t) * x",
+        min_inputs=3,
+        max_inputs=3,
+        inputs_in_args=True,
+        infer=lambda args, shapes: _all_equal("gate", shapes),
+        emit=lambda call, inputs, args: call(highway_gate, tuple(inputs)),
+        edge_kind=lambda position: ("gate", "flow", "skip")[position],
+    )
+)
 
 
 def zero_pad_shortcut(x: torch.Tensor, stride: int, pad_before: int, pad_after: int) -> torch.Tensor:
@@ -117,17 +139,21 @@ def _zeropad_infer(args: Args, shapes: Sequence[Shape]) -> Shape:
     return (c + args["pad_before"] + args["pad_after"], -(-h // s), -(-w // s))
 
 
-register(OpSpec(
-    name="zeropad_shortcut", summary="parameter-free shortcut: subsample, then zero-pad channels (ResNet option A)",
-    args=(
-        ArgSpec("stride", "int", 1, minimum=1),
-        ArgSpec("pad_before", "int", 0, minimum=0),
-        ArgSpec("pad_after", "int", 0, minimum=0),
-    ),
-    infer=_zeropad_infer,
-    emit=lambda call, inputs, args: call(
-        zero_pad_shortcut, tuple(inputs), {"stride": args["stride"], "pad_before": args["pad_before"], "pad_after": args["pad_after"]}
-    ),
-    internal=True,
-))
-
+register(
+    OpSpec(
+        name="zeropad_shortcut",
+        summary="parameter-free shortcut: subsample, then zero-pad channels (ResNet option A)",
+        args=(
+            ArgSpec("stride", "int", 1, minimum=1),
+            ArgSpec("pad_before", "int", 0, minimum=0),
+            ArgSpec("pad_after", "int", 0, minimum=0),
+        ),
+        infer=_zeropad_infer,
+        emit=lambda call, inputs, args: call(
+            zero_pad_shortcut,
+            tuple(inputs),
+            {"stride": args["stride"], "pad_before": args["pad_before"], "pad_after": args["pad_after"]},
+        ),
+        internal=True,
+    )
+)

@@ -76,8 +76,13 @@ class ArgSpec:
         else:  # pragma: no cover - a registry bug
             raise ValueError(kind)
         if not ok:
-            want = {"int2": "an int or a list of two ints", "int": "an int", "float": "a number",
-                    "bool": "`true` or `false`", "str": "a string"}[kind]
+            want = {
+                "int2": "an int or a list of two ints",
+                "int": "an int",
+                "float": "a number",
+                "bool": "`true` or `false`",
+                "str": "a string",
+            }[kind]
             raise ArgProblem(f"`{self.name}` must be {want}, got {type_name(value)} `{show(value)}`")
         for item in value if isinstance(value, tuple) else (value,):
             if self.minimum is not None and item < self.minimum:

@@ -1,0 +1,47 @@
+# The commands the README shows. `make demo` and `make test` set up everything
+# they need on a fresh machine: a virtual environment with PyTorch, this
+# package, and Graphviz's `dot` binary (via apt when it is missing).
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.archdsl-installed
+
+.PHONY: demo test lint format fuzz clean dot
+
+demo: $(STAMP)
+	$(BIN)/archdsl check
+	$(BIN)/archdsl compile resnet50
+
+test: $(STAMP) dot
+	$(BIN)/ruff check archdsl tests
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check archdsl tests
+
+format: $(STAMP)
+	$(BIN)/ruff format archdsl tests
+
+fuzz: $(STAMP)
+	ARCHDSL_FUZZ_EXAMPLES=20000 $(BIN)/pytest -q tests/test_robustness.py
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Graphviz's `dot` renders diagrams; install it from the system's packages when missing.
+dot:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null); \
+	  else \
+	    echo "Graphviz's dot is missing: install it with 'sudo apt-get install graphviz' (or 'brew install graphviz')" >&2; exit 1; \
+	  fi; }
+
+clean:
+	rm -rf $(VENV) dist build .pytest_cache .ruff_cache
