@@ -1,0 +1,85 @@
+"""The real command line, run in a subprocess as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "archdsl", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture
+def broken(tmp_path):
+    path = tmp_path / "broken.arch"
+    path.write_text("network n {\n    input x: [3, 8, 8]\n    c: conv(4, k=3, strde=2)\n}\n")
+    return path
+
+
+def test_check_the_whole_zoo():
+    result = run("check")
+    assert result.returncode == 0, result.stderr
+    assert "ok resnet50: " in result.stdout and "25,557,032 parameters" in result.stdout
+    assert "9 of 9 valid" in result.stdout
+
+
+def test_check_reports_diagnostics_on_stderr_and_exits_1(broken):
+    result = run("check", str(broken))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "error[E219]: `conv` has no argument `strde`" in result.stderr
+    assert "help: did you mean `stride`?" in result.stderr
+    assert f"--> {broken}:3:21" in result.stderr
+    assert "\x1b[" not in result.stderr  # no colour when not on a terminal
+
+
+def test_check_json_output(broken):
+    result = run("check", "--format", "json", str(broken), "resnet18")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["checked"] == 2 and report["failed"] == 1
+    (diag,) = report["diagnostics"]
+    assert (diag["line"], diag["column"], diag["code"], diag["severity"]) == (3, 21, "E219", "error")
+    assert diag["hint"] == "did you mean `stride`?"
+
+
+def test_overrides_with_p():
+    result = run("compile", "resnet18", "-p", "num_classes=10")
+    assert result.returncode == 0, result.stderr
+    assert "11,181,642" in result.stdout and "[1, 10]" in result.stdout
+
+
+def test_compile_prints_parameters_and_output_shape_and_writes_a_checkpoint(tmp_path):
+    out = tmp_path / "r50.pt"
+    result = run("compile", "resnet50", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "25,557,032" in result.stdout and "[1, 1000]" in result.stdout
+    assert out.exists()
+
+
+def test_usage_errors_exit_2():
+    assert run("check", "--format", "xml").returncode == 2
+    assert run("no-such-command").returncode == 2
+    assert run("check", "-p", "nonsense").returncode == 2
+
+
+def test_unknown_target_is_an_invalid_input():
+    result = run("check", "resnet5")
+    assert result.returncode == 1
+    assert "did you mean `resnet50`?" in result.stderr
+
+
+def test_list_shows_the_zoo():
+    result = run("list")
+    assert result.returncode == 0, result.stderr
+    assert "densenet201" in result.stdout and "20,013,928" in result.stdout
+
+
+def test_help_on_every_command():
+    for command in ("check", "compile", "list"):
+        result = run(command, "--help")
+        assert result.returncode == 0 and "Usage" in result.stdout
