@@ -15,11 +15,11 @@ from archdsl.elaborate import elaborate
 from archdsl.errors import ArchCheckpointError, ArchError, ArchTypeError, combine
 from archdsl.loader import Program, load_program, resolve_source
 from archdsl.shapes import infer_shapes
-from archdsl.validate import check_reachability, find_cycles, lint, topological_order
+from archdsl.validate import check_module_paths, check_reachability, find_cycles, lint, topological_order
 
 Source = str | os.PathLike[str]
 
-FINAL_ATTRS = ("op", "args", "path", "shape", "input_shapes", "params", "macs", "groups", "span")
+FINAL_ATTRS = ("op", "args", "path", "shape", "input_shapes", "params", "macs", "groups", "span", "label_span")
 CHECKPOINT_FORMAT = "archdsl-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -73,9 +73,9 @@ def _build(program: Program, network: str | None, overrides: dict[str, Any]) -> 
     if errors:
         raise combine(errors, program.sources)
     final = _finalize(structural, program)
-    reach = check_reachability(final)
-    if reach:
-        raise combine(reach, program.sources)
+    problems = check_reachability(final) + check_module_paths(final)
+    if problems:
+        raise combine(problems, program.sources)
     lint(final)
     return final
 

@@ -20,7 +20,7 @@ import networkx as nx
 
 from archdsl import syntax as ast
 from archdsl.errors import ArchError, ArchNameError, ArchTypeError, Span, did_you_mean
-from archdsl.expr import Deferred, Scope, evaluate, show, try_evaluate, type_name
+from archdsl.expr import FAILED, Deferred, FailedValue, Scope, evaluate, show, try_evaluate, type_name
 from archdsl.loader import Program
 from archdsl.ops import lookup, user_ops
 from archdsl.parse import parse_expression
@@ -41,6 +41,7 @@ class Group:
     kind: str  # "stage" or "block"
     name: str  # the block (or op) that was repeated / instantiated
     repeat: int | None = None  # index within the stage
+    span: Span | None = field(default=None, compare=False)  # where it was instantiated
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,16 @@ class Frame:
     reserved: set[str] = field(default_factory=set)
     outputs: list[ast.Ref] | None = None
 
+    counters: dict[str, int] = field(default_factory=dict)
+
     def fresh(self, base: str) -> str:
         """A local name for an unlabelled node that collides with no label of this frame."""
-        candidate, n = base, 0
+        n = self.counters.get(base, 0)
+        candidate = base if n == 0 else f"{base}_{n}"
         while candidate in self.reserved or candidate in self.names:
             n += 1
             candidate = f"{base}_{n}"
+        self.counters[base] = n + 1
         self.reserved.add(candidate)
         return candidate
 
@@ -151,11 +156,19 @@ class Elaborator:
                             code="E309",
                         )
                     )
+                    scope.values[param.name] = FAILED
                     continue
                 scope.values[param.name] = value
             elif param.default is not None:
-                self._guard(lambda p=param: scope.values.__setitem__(p.name, evaluate(p.default, scope)))
+                try:
+                    scope.values[param.name] = evaluate(param.default, scope)
+                except ArchError as err:
+                    self.errors.append(err)
+                    scope.values[param.name] = FAILED
+                except FailedValue:
+                    scope.values[param.name] = FAILED
             else:
+                scope.values[param.name] = FAILED
                 self.errors.append(
                     ArchNameError(
                         f"network `{definition.name}` needs a value for parameter `{param.name}`",
@@ -164,13 +177,6 @@ class Elaborator:
                         code="E209",
                     )
                 )
-
-    def _guard(self, action) -> Any:
-        try:
-            return action()
-        except ArchError as err:
-            self.errors.append(err)
-            return None
 
     # ------------------------------------------------------------ bodies
 
@@ -183,6 +189,8 @@ class Elaborator:
                 cursor = self._statement(stmt, definition, frame, scope, cursor)
             except ArchError as err:
                 self.errors.append(err)
+            except FailedValue:
+                pass  # its cause was reported where it happened
         if frame.outputs:
             if definition.kind == "block":
                 if len(frame.outputs) > 1:
@@ -205,10 +213,21 @@ class Elaborator:
         if isinstance(stmt, ast.Let):
             if stmt.name in scope.values:
                 raise ArchNameError(f"`{stmt.name}` is already defined in {frame.where}", stmt.span, code="E211")
-            scope.values[stmt.name] = try_evaluate(stmt.value, scope)
+            try:
+                value = try_evaluate(stmt.value, scope)
+            except (ArchError, FailedValue):
+                scope.values[stmt.name] = FAILED  # later uses stay silent
+                raise
+            scope.values[stmt.name] = value
             return cursor
         if isinstance(stmt, ast.InputDecl):
-            return self._input(stmt, definition, frame, scope)
+            try:
+                return self._input(stmt, definition, frame, scope)
+            except (ArchError, FailedValue) as err:
+                if isinstance(err, ArchError):
+                    self.errors.append(err)
+                node = self._placeholder(frame, stmt.name, stmt.span, stmt.name)
+                return node
         if isinstance(stmt, ast.OutputDecl):
             if frame.outputs is not None:
                 raise ArchNameError("`output` is declared twice", stmt.span, code="E212")
@@ -267,11 +286,12 @@ class Elaborator:
                     cursor = self._stage(target, link, frame, scope, cursor)
                 else:
                     cursor = self._call(target, link.label, link.label_span, link.span, frame, scope, cursor)
-            except ArchError as err:
+            except (ArchError, FailedValue) as err:
                 # Keep going with a placeholder, so later statements are still
                 # checked but nothing downstream repeats this error.
-                self.errors.append(err)
-                cursor = self._placeholder(frame, link.label, target)
+                if isinstance(err, ArchError):
+                    self.errors.append(err)
+                cursor = self._placeholder(frame, link.label, target.span, _callee_name(target))
         return cursor
 
     def _is_node_name(self, path: str, frame: Frame, definition: ast.Definition) -> bool:
@@ -280,19 +300,13 @@ class Elaborator:
         namespace = self.program.namespaces.get(definition.span.file, {})
         return path not in namespace and lookup(path) is None
 
-    def _placeholder(self, frame: Frame, label: str | None, target) -> str:
-        callee = (
-            target.call.callee
-            if isinstance(target, ast.Stage)
-            else target.path
-            if isinstance(target, ast.Ref)
-            else target.callee
-        )
+    def _placeholder(self, frame: Frame, label: str | None, span: Span, callee: str) -> str:
+        """A poisoned stand-in for a node that failed: later nodes depending on it stay silent."""
         local = label if label and label not in frame.name_spans else frame.fresh(f"{callee}_failed")
         node_id = frame.prefix + local
         if node_id not in self.graph:
-            self.graph.add_node(node_id, op="error", span=target.span, groups=self._groups_now())
-            frame.name_spans[local] = target.span
+            self.graph.add_node(node_id, op="error", span=span, groups=self._groups_now())
+            frame.name_spans[local] = span
         self.poisoned.add(node_id)
         if label:
             frame.names[label] = node_id
@@ -328,7 +342,7 @@ class Elaborator:
     def _call(self, call: ast.Call, label, label_span, span, frame: Frame, scope: Scope, cursor, node_path=None):
         target = self._callee(call, span.file)
         if isinstance(target, ast.Definition):
-            return self._block_call(target, call, label, frame, scope, cursor, node_path)
+            return self._block_call(target, call, label, label_span, frame, scope, cursor, node_path)
         spec = target
         inputs: list[NodeRef] = []
         call_args = call.args
@@ -353,6 +367,7 @@ class Elaborator:
             call=call_args,
             scope=scope,
             label_span=label_span,
+            input_spans=tuple(arg.span for arg in call.args if arg.name is None) if spec.inputs_in_args else (),
         )
         for position, source in enumerate(inputs):
             self.pending_edges.append((source, node, spec.edge_kind(position), position, call.span))
@@ -376,7 +391,9 @@ class Elaborator:
 
     # ------------------------------------------------------------ blocks
 
-    def _block_call(self, block: ast.Definition, call: ast.Call, label, frame, scope, cursor, node_path):
+    def _block_call(self, block: ast.Definition, call: ast.Call, label, label_span, frame, scope, cursor, node_path):
+        if not block.body:
+            raise ArchNameError(f"block `{block.name}` is empty", block.name_span, code="E218")
         if block.name in self.block_stack:
             raise ArchNameError(
                 f"block `{block.name}` uses itself", call.callee_span, "blocks cannot be recursive", code="E216"
@@ -391,13 +408,15 @@ class Elaborator:
                 code="E215",
             )
         local = node_path if node_path is not None else label
+        if label:
+            self._claim(frame, label, label_span or call.span)
         prefix = frame.prefix + (f"{local}." if local else "")
         inner = Frame(prefix=prefix, where=f"block `{block.name}`", input_ref=cursor)
         values = self._bind_block_args(block, call, scope, inner)
         inner_scope = self._scope(inner, values)
         groups = self._groups_now()
         if local and not (groups and groups[-1].path == prefix.rstrip(".")):
-            groups += (Group(path=prefix.rstrip("."), kind="block", name=block.name),)
+            groups += (Group(path=prefix.rstrip("."), kind="block", name=block.name, span=call.span),)
         self.block_stack.append(block.name)
         try:
             with self._grouped(groups):
@@ -456,9 +475,16 @@ class Elaborator:
     def _stage(self, stage: ast.Stage, link: ast.Link, frame: Frame, scope: Scope, cursor):
         if link.label is None:
             raise ArchNameError("a stage needs a name", stage.span, "write `layer1: stage block(...) x N`", code="E220")
+        self._claim(frame, link.label, link.label_span or stage.span)
         count = evaluate(stage.count, scope)
         if isinstance(count, Deferred) or isinstance(count, bool) or not isinstance(count, int):
-            raise ArchTypeError(f"a repeat count must be an int, got {type_name(count)}", stage.count.span, code="E316")
+            hint = "use `//` for integer division" if isinstance(count, float) else None
+            raise ArchTypeError(
+                f"a repeat count must be an int, got {type_name(count)} `{show(count)}`",
+                stage.count.span,
+                hint,
+                code="E316",
+            )
         if count < 1:
             raise ArchTypeError(f"a repeat count must be at least 1, got {count}", stage.count.span, code="E317")
         if count > MAX_REPEAT:
@@ -468,12 +494,13 @@ class Elaborator:
         connect = stage.connect or "chain"
         if connect not in CONNECT_MODES:
             hint = did_you_mean(connect, CONNECT_MODES) or "use `connect=chain` or `connect=dense`"
-            raise ArchNameError(f"unknown connection `{connect}`", stage.span, hint, code="E221")
-        if any(a.name is None for a in stage.first):
-            raise ArchTypeError("`first(...)` takes keyword arguments only", stage.span, code="E318")
+            raise ArchNameError(f"unknown connection `{connect}`", stage.connect_span or stage.span, hint, code="E221")
+        positional = [a for a in stage.first if a.name is None]
+        if positional:
+            raise ArchTypeError("`first(...)` takes keyword arguments only", positional[0].span, code="E318")
         template = stage.names.value if stage.names is not None else "{i}"
         stage_path = frame.prefix + link.label
-        stage_group = Group(path=stage_path, kind="stage", name=stage.call.callee)
+        stage_group = Group(path=stage_path, kind="stage", name=stage.call.callee, span=stage.span)
         groups = self._groups_now() + (stage_group,)
         stage_input = cursor
         outputs: list[NodeRef] = []
@@ -509,7 +536,9 @@ class Elaborator:
                 layer_input = concat_id
             else:
                 layer_input = stage_input if connect == "dense" else (outputs[-1] if outputs else stage_input)
-            repeat_group = Group(path=f"{stage_path}.{name}", kind="block", name=stage.call.callee, repeat=i)
+            repeat_group = Group(
+                path=f"{stage_path}.{name}", kind="block", name=stage.call.callee, repeat=i, span=stage.span
+            )
             is_block = isinstance(self._callee(call, stage.span.file), ast.Definition)
             with self._grouped(groups + ((repeat_group,) if is_block else ())):
                 out = self._call(
@@ -581,21 +610,25 @@ class Elaborator:
 
     # ------------------------------------------------------------- nodes
 
-    def _add_node(self, frame: Frame, local: str, span: Span, *, op: str, groups=None, label_span=None, **attrs) -> str:
-        node_id = frame.prefix + local
-        if local in frame.name_spans or node_id in self.graph:
+    def _claim(self, frame: Frame, local: str, span: Span) -> None:
+        """Register a name of this frame; a second definition is an error pointing at the first."""
+        if local in frame.name_spans or frame.prefix + local in self.graph:
             first = frame.name_spans.get(local)
             raise ArchNameError(
                 f"`{local}` is defined twice in {frame.where}",
-                label_span or span,
+                span,
                 f"the first definition is at {first}" if first else "names of nodes must be unique",
                 code="E224",
             )
+        frame.name_spans[local] = span
+
+    def _add_node(self, frame: Frame, local: str, span: Span, *, op: str, groups=None, label_span=None, **attrs) -> str:
+        node_id = frame.prefix + local
+        self._claim(frame, local, label_span or span)
         if self.graph.number_of_nodes() >= MAX_NODES:
             raise ArchTypeError(f"the network has more than {MAX_NODES} nodes", span, code="E321")
-        frame.name_spans[local] = span
         groups = self._groups_now() if groups is None else groups
-        self.graph.add_node(node_id, op=op, span=span, groups=tuple(groups), **attrs)
+        self.graph.add_node(node_id, op=op, span=span, label_span=label_span, groups=tuple(groups), **attrs)
         return node_id
 
     # ---------------------------------------------------------- resolving
@@ -661,6 +694,12 @@ class Elaborator:
         return [o for o in outs if o is not None]
 
 
+def _callee_name(target) -> str:
+    if isinstance(target, ast.Stage):
+        return target.call.callee
+    return target.path if isinstance(target, ast.Ref) else target.callee
+
+
 def _labels(stmt) -> list[str]:
     if isinstance(stmt, ast.Chain):
         return [link.label for link in stmt.links if link.label]
@@ -696,16 +735,19 @@ def elaborate(program: Program, network: str | None, overrides: Mapping[str, Any
     nodes the next stages take into account.
     """
     networks = program.networks()
+    defs = program.main.definitions
+    # Point at the first definition, or else the top of the file.
+    where = defs[0].name_span if defs else Span(program.main.file, 1, 1, 1, 1)
     if not networks:
         hint = "this file only defines blocks; import it from a file with a `network`"
-        raise ArchNameError("no network is defined", None, hint, code="E226").with_sources(program.sources)
+        raise ArchNameError("no network is defined", where, hint, code="E226").with_sources(program.sources)
     if network is None:
         chosen = networks[-1]
     else:
         chosen = next((n for n in networks if n.name == network), None)
         if chosen is None:
             hint = did_you_mean(network, [n.name for n in networks])
-            raise ArchNameError(f"no network `{network}` in this file", None, hint, code="E226").with_sources(
+            raise ArchNameError(f"no network `{network}` in this file", where, hint, code="E226").with_sources(
                 program.sources
             )
     elaborator = Elaborator(program)

@@ -238,7 +238,8 @@ def render_diagnostic(diag: Diagnostic, sources: Mapping[str, str]) -> str:
     span = diag.span
     if span is not None:
         text = sources.get(span.file)
-        src_lines = text.splitlines() if text is not None else []
+        # Only "\n" ends a line for the parser, so only "\n" may end one here.
+        src_lines = [line.rstrip("\r") for line in text.split("\n")] if text is not None else []
         gutter = " " * len(str(span.line))
         lines.append(f"{gutter}--> {span}")
         if 0 < span.line <= len(src_lines):

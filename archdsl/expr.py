@@ -28,6 +28,22 @@ class NeedsShape(Exception):
     """Raised when an expression reads a shape that is not known yet."""
 
 
+class FailedValue(Exception):
+    """Raised when an expression reads a value whose own definition already failed.
+
+    That failure was reported; whoever catches this stays silent, so one
+    mistake gives one diagnostic.
+    """
+
+
+class _Failed:
+    def __repr__(self) -> str:
+        return "<failed>"
+
+
+FAILED = _Failed()
+
+
 @dataclass(frozen=True)
 class NodeValue:
     """A graph node used as a value: only its shape attributes can be read."""
@@ -174,6 +190,8 @@ def evaluate(expr: ast.Expr, scope: Scope) -> Value:
 def _lookup(expr: ast.Name, scope: Scope) -> Value:
     if expr.name in scope.values:
         value = scope.values[expr.name]
+        if value is FAILED:
+            raise FailedValue(expr.name)
         if isinstance(value, Deferred):
             if scope.shape_of is None:
                 raise NeedsShape(expr.name)
@@ -284,7 +302,9 @@ def try_evaluate(expr: ast.Expr, scope: Scope) -> Value:
 
 
 __all__ = [
+    "FAILED",
     "Deferred",
+    "FailedValue",
     "NeedsShape",
     "NodeValue",
     "Scope",

@@ -75,9 +75,12 @@ def _read(path: Path) -> tuple[str, str, Path]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-        span = Span(display_name(path), line, column, line, column + 1)
-        raise ArchImportError("the file is not valid UTF-8", span, code="E252") from None
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        column = len(data[line_start : err.start].decode("utf-8", errors="replace")) + 1
+        name = display_name(path)
+        span = Span(name, line, column, line, column + 1)
+        shown = data.decode("utf-8", errors="replace")
+        raise ArchImportError("the file is not valid UTF-8", span, code="E252", sources={name: shown}) from None
     return text, display_name(path), path.resolve()
 
 
@@ -125,7 +128,8 @@ class _Loader:
             for name in wanted:
                 if name not in exported:
                     hint = did_you_mean(name, exported)
-                    self.errors.append(ArchNameError(f"`{imp.path}` defines no `{name}`", imp.span, hint, code="E253"))
+                    span = imp.name_spans[wanted.index(name)] if imp.name_spans else imp.span
+                    self.errors.append(ArchNameError(f"`{imp.path}` defines no `{name}`", span, hint, code="E253"))
                     continue
                 namespace[name] = exported[name]
         for definition in module.definitions:
@@ -170,11 +174,11 @@ class _Loader:
                 )
             text, display, real_path = _read(candidate)
             return self._enter(text, display, real_path, root, stack, imp)
+        known = [str(p.relative_to(base)) for base in (here, zoo_dir()) for p in base.rglob("*.arch")]
+        near = did_you_mean(imp.path, known)
+        where = f"looked in {display_name(here)} and in the zoo"
         raise ArchImportError(
-            f"cannot find `{imp.path}`",
-            imp.span,
-            f"looked in {display_name(here)} and in the zoo",
-            code="E251",
+            f"cannot find `{imp.path}`", imp.span, f"{near} ({where})" if near else where, code="E251"
         )
 
     def _enter(self, text, display, real_path, root, stack, imp) -> ast.Module:

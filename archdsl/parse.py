@@ -11,7 +11,7 @@ import inspect
 from collections.abc import Iterator
 from functools import cache
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer_NonRecursive, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from archdsl import syntax as ast
@@ -36,26 +36,56 @@ _FRIENDLY = {
 }
 
 
-class _Postlexer:
-    """Drop line breaks inside brackets and after ``->``; end every statement with one."""
+# Limits that keep every later (recursive) stage far from Python's recursion limit.
+MAX_BRACKET_DEPTH = 48
+MAX_PREFIX_RUN = 48
+MAX_OPERATORS = 200  # per expression
+_OPERATORS = {"ADD_OP", "MUL_OP", "_POW", "COMP_OP", "OR", "AND", "IF", "LSQB", "DOT"}
+_PREFIX = {"MINUS", "PLUS", "NOT"}
 
-    always_accept = ("_NL",)
+
+class _TooComplex(Exception):
+    def __init__(self, message: str, token: Token) -> None:
+        super().__init__(message)
+        self.message = message
+        self.token = token
+
+
+class _Postlexer:
+    """Drop line breaks inside brackets and after ``->``; end every statement with one.
+
+    Also enforces the nesting and size limits of one statement.
+    """
+
+    always_accept = ("_NL", "RBRACE")
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
-        depth = 0
+        depth = operators = prefix_run = 0
         last: Token | None = None
         for tok in stream:
             kind = tok.type
             if kind == "_NL":
                 if depth == 0 and last is not None and last.type not in _CONTINUES_AFTER:
+                    operators = 0
                     last = tok
                     yield tok
                 continue
             if kind in ("LPAR", "LSQB"):
                 depth += 1
+                if depth > MAX_BRACKET_DEPTH:
+                    raise _TooComplex(f"brackets nest deeper than {MAX_BRACKET_DEPTH} levels", tok)
             elif kind in ("RPAR", "RSQB"):
                 depth = max(0, depth - 1)
-            elif kind == "RBRACE" and last is not None and last.type not in ("_NL", "LBRACE"):
+            if kind in ("_ARROW", "COMMA"):
+                operators = 0  # each argument / link is its own expression
+            elif kind in _OPERATORS:
+                operators += 1
+                if operators > MAX_OPERATORS:
+                    raise _TooComplex(f"an expression has more than {MAX_OPERATORS} operators", tok)
+            prefix_run = prefix_run + 1 if kind in _PREFIX else 0
+            if prefix_run > MAX_PREFIX_RUN:
+                raise _TooComplex(f"more than {MAX_PREFIX_RUN} prefix operators in a row", tok)
+            elif kind == "RBRACE" and depth == 0 and last is not None and last.type not in _CONTINUES_AFTER:
                 yield Token.new_borrow_pos("_NL", "\n", tok)
             yield tok
             last = tok
@@ -104,7 +134,7 @@ def _unquote(raw: str) -> str:
     return "".join(out)
 
 
-class _ToAst(Transformer):
+class _ToAst(Transformer_NonRecursive):
     """Lark tree -> frozen dataclasses. Spans come from ``meta`` (propagated positions)."""
 
     def __init__(self, file: str, line_offset: int = 0, column_offset: int = 0) -> None:
@@ -124,6 +154,9 @@ class _ToAst(Transformer):
             end_col += self.column_offset
         return Span(self.file, line + self.line_offset, col, end_line + self.line_offset, end_col)
 
+    def _end(self, tok) -> tuple[int, int]:
+        return tok.end_line + self.line_offset, tok.end_column
+
     # -- module level
     @v_args(meta=True)
     def start(self, meta, children):
@@ -142,11 +175,16 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def import_all(self, meta, children):
-        return ast.Import(_unquote(children[0]), None, self._span(meta))
+        span = Span(self.file, meta.line + self.line_offset, meta.column, *self._end(children[0]))
+        return ast.Import(_unquote(children[0]), None, span)
 
     @v_args(meta=True)
     def import_some(self, meta, children):
-        return ast.Import(_unquote(children[0]), tuple(str(t) for t in children[1:]), self._span(meta))
+        names = children[1:]
+        span = Span(self.file, meta.line + self.line_offset, meta.column, *self._end(names[-1]))
+        return ast.Import(
+            _unquote(children[0]), tuple(str(t) for t in names), span, tuple(self._span(t) for t in names)
+        )
 
     @v_args(meta=True)
     def definition(self, meta, children):
@@ -237,23 +275,23 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def stage(self, meta, children):
         name, args, count, *opts = children
-        first, connect, names = (), None, None
+        first, connect, names, connect_span = (), None, None, None
         for key, value in opts:
             if key == "first":
                 first = value
             elif key == "connect":
-                connect = value
+                connect, connect_span = value
             else:
                 names = value
         call_span = self._span(name)
         call = ast.Call(str(name), args or (), call_span, call_span)
-        return ast.Stage(call, count, first, connect, names, self._span(meta))
+        return ast.Stage(call, count, first, connect, names, self._span(meta), connect_span)
 
     def stage_first(self, children):
         return ("first", children[0] or ())
 
     def stage_connect(self, children):
-        return ("connect", str(children[0]))
+        return ("connect", (str(children[0]), self._span(children[0])))
 
     def stage_names(self, children):
         tok = children[0]
@@ -383,25 +421,73 @@ def _describe(terminal: str) -> str:
     return terminal.lower()
 
 
-def _syntax_error(err: UnexpectedInput, file: str, text: str) -> ArchSyntaxError:
-    line = max(1, err.line if err.line not in (None, -1) else text.count("\n") + 1)
-    column = max(1, err.column if err.column not in (None, -1) else 1)
+def _open_brackets(text: str, end: int) -> list[tuple[str, int]]:
+    """Brackets still open at offset ``end`` (outside strings and comments), with their offsets."""
+    stack: list[tuple[str, int]] = []
+    pairs = {")": "(", "]": "[", "}": "{"}
+    i = 0
+    while i < end:
+        ch = text[i]
+        if ch == "#":
+            newline = text.find("\n", i)
+            i = end if newline < 0 else newline
+            continue
+        if ch == '"':
+            quote = '"""' if text.startswith('"""', i) else '"'
+            close = text.find(quote, i + len(quote))
+            i = end if close < 0 else close + len(quote)
+            continue
+        if ch in "([{":
+            stack.append((ch, i))
+        elif ch in pairs and stack and stack[-1][0] == pairs[ch]:
+            stack.pop()
+        i += 1
+    return stack
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _offset(err: UnexpectedInput, text: str) -> int:
     if isinstance(err, UnexpectedCharacters):
-        char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
+        return err.pos_in_stream
+    token = getattr(err, "token", None)
+    if token is None or token.type == "$END" or token.start_pos is None:
+        return len(text)
+    return token.start_pos
+
+
+def _syntax_error(err: UnexpectedInput, file: str, text: str) -> ArchSyntaxError:
+    offset = _offset(err, text)
+    if isinstance(err, UnexpectedToken) and err.token.type == "$END" and err.line not in (None, -1):
+        line, column = err.line, err.column
+    else:
+        line, column = _line_col(text, min(offset, len(text)))
+    width = 1
+    if isinstance(err, UnexpectedCharacters):
+        char = text[offset] if offset < len(text) else ""
+        if char == '"':
+            return _unterminated_string(text, offset, file)
         message = f"unexpected character `{char}`"
         expected = err.allowed or set()
-        width = 1
     else:
         token = err.token if isinstance(err, UnexpectedToken) else None
         if token is None or token.type == "$END":
             message = "unexpected end of file"
             expected = getattr(err, "expected", None) or set()
-            width = 1
+            unclosed = [(ch, pos) for ch, pos in _open_brackets(text, len(text)) if ch == "{"]
+            if unclosed and "RBRACE" in expected:
+                where = Span(file, *_line_col(text, unclosed[-1][1]), 0, 0)
+                hint = f"expected `}}` to close the `{{` at {file}:{where.line}:{where.column}"
+                return ArchSyntaxError(message, Span(file, line, column, line, column + 1), hint, code="E101")
         else:
             shown = "line break" if token.type == "_NL" else f"`{token.value}`"
             message = f"unexpected {shown}"
             expected = err.accepts or err.expected or set()
-            width = 1 if token.type == "_NL" else max(1, len(token.value.splitlines()[0]) if token.value else 1)
+            if token.type != "_NL" and token.value:
+                width = max(1, len(token.value.split("\n")[0]))
     # Operators can continue almost any expression; listing them buries the
     # punctuation the user most likely forgot.
     closers = {t for t in expected if t in ("COMMA", "RPAR", "RSQB", "_NL", "RBRACE", "COLON")}
@@ -410,8 +496,34 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> ArchSyntaxError
     if choices:
         shown = ", ".join(choices[:8]) + (", ..." if len(choices) > 8 else "")
         hint = f"expected {shown}"
-    span = Span(file, line, column, line, column + width)
-    return ArchSyntaxError(message, span, hint, code="E101")
+    return ArchSyntaxError(message, Span(file, line, column, line, column + width), hint, code="E101")
+
+
+def _unterminated_string(text: str, offset: int, file: str) -> ArchSyntaxError:
+    # `"""doc` lexes as the empty string `""` followed by a lone `"`.
+    if offset >= 2 and text[offset - 2 : offset + 1] == '"""':
+        line, column = _line_col(text, offset - 2)
+        return ArchSyntaxError(
+            "unterminated string", Span(file, line, column, line, column + 3), 'close it with `"""`', code="E101"
+        )
+    line, column = _line_col(text, offset)
+    return ArchSyntaxError(
+        "unterminated string",
+        Span(file, line, column, line, column + 1),
+        'close it with `"` on the same line',
+        code="E101",
+    )
+
+
+def _recoverable(err: UnexpectedInput, text: str) -> bool:
+    """Whether blanking the error's line can reveal further, independent errors."""
+    offset = _offset(err, text)
+    if offset >= len(text):
+        return False  # at the end of the file nothing is left to check
+    line_start = text.rfind("\n", 0, offset) + 1
+    # A bracket left open on an earlier line swallows what follows: later
+    # errors would only be echoes of this one.
+    return not any(ch in "([" and pos < line_start for ch, pos in _open_brackets(text, offset))
 
 
 def _blank_line(text: str, line: int) -> str | None:
@@ -430,7 +542,8 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
     """Parse ``.arch`` source text into a :class:`~archdsl.syntax.Module`.
 
     Raises :class:`ArchSyntaxError` listing every syntax error found: after an
-    error, the offending line is blanked and parsing resumes.
+    error, the offending line is blanked and parsing resumes, unless that
+    could only produce echoes of the first error.
     """
     errors: list[ArchError] = []
     current = text
@@ -438,12 +551,18 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
     while True:
         try:
             tree = _parser().parse(current)
+        except _TooComplex as err:
+            line, column = err.token.line, err.token.column
+            span = Span(file, line, column, line, column + max(1, len(err.token)))
+            hint = "split the expression with `let` bindings"
+            errors.append(ArchSyntaxError(err.message, span, hint, code="E102"))
+            break
         except UnexpectedInput as err:
-            error = _syntax_error(err, file, text)
+            error = _syntax_error(err, file, current)
             if error.line not in seen_lines:
                 errors.append(error)
                 seen_lines.add(error.line)
-            retry = _blank_line(current, error.line or 0)
+            retry = _blank_line(current, error.line or 0) if _recoverable(err, current) else None
             if retry is None or len(errors) >= MAX_SYNTAX_ERRORS or retry == current:
                 break
             current = retry
@@ -452,8 +571,10 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
             break
         try:
             return _ToAst(file).transform(tree)
-        except VisitError as err:  # pragma: no cover - a transformer bug
-            raise ArchSyntaxError(f"internal parser error: {err.orig_exc}", None) from err
+        except VisitError as err:
+            if isinstance(err.orig_exc, ArchError):
+                raise err.orig_exc.with_sources({file: text}) from None
+            raise  # pragma: no cover - a transformer bug
     raise combine(errors, {file: text})
 
 

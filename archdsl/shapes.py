@@ -16,8 +16,8 @@ from typing import Any
 import networkx as nx
 
 from archdsl.elaborate import Elaborator, Unresolved
-from archdsl.errors import ArchError, ArchNameError, ArchShapeError, ArchTypeError, Span, did_you_mean
-from archdsl.expr import Scope, Shape, evaluate, show
+from archdsl.errors import ArchError, ArchNameError, ArchShapeError, ArchTypeError, Label, Span, did_you_mean
+from archdsl.expr import FailedValue, Scope, Shape, evaluate, show
 from archdsl.ops import lookup
 from archdsl.ops.registry import ArgProblem, OpSpec, ShapeProblem
 
@@ -66,10 +66,10 @@ class _Inference:
                     self._shortcut(node, data)
                 else:
                     self._infer(node, data, [self.shapes[src] for src, _, _ in preds])
-            except _Poisoned:
+            except (_Poisoned, FailedValue):
                 self.poisoned.add(node)
             except ArchError as err:
-                self.errors.append(err)
+                self.errors.append(_with_instance_note(err, data))
                 self.poisoned.add(node)
 
     def _check_args_alone(self, data: dict) -> None:
@@ -79,11 +79,11 @@ class _Inference:
             return
         try:
             self._bind(spec, data)
-        except _Poisoned:
+        except (_Poisoned, FailedValue):
             pass
         except ArchError as err:
             if not isinstance(err, ArchShapeError):
-                self.errors.append(err)
+                self.errors.append(_with_instance_note(err, data))
 
     # ---------------------------------------------------------------- ops
 
@@ -109,9 +109,11 @@ class _Inference:
         try:
             shape = tuple(spec.infer(data["args"], input_shapes))
         except ShapeProblem as problem:
-            raise ArchShapeError(
-                problem.message, self._arg_span(data, problem.arg), problem.hint, code="E401"
-            ) from None
+            span = self._arg_span(data, problem.arg)
+            input_spans = data.get("input_spans", ())
+            if problem.input_index is not None and problem.input_index < len(input_spans):
+                span = input_spans[problem.input_index]
+            raise ArchShapeError(problem.message, span, problem.hint, code="E401") from None
         if any(d < 1 for d in shape):
             raise ArchShapeError(
                 f"`{spec.name}` would produce the non-positive shape {list(shape)}",
@@ -255,6 +257,21 @@ class _Inference:
             self.g.edges[previous, add].setdefault("extra", []).append((edge["kind"], edge["position"]))
         else:
             self.g.add_edge(previous, add, **edge)
+
+
+def _with_instance_note(err: ArchError, data: dict) -> ArchError:
+    """Say which block instance a failing node belongs to, when it was written inside a block."""
+    groups = [g for g in data.get("groups", ()) if g.kind == "block" and g.span is not None]
+    span = err.diagnostics[0].span
+    if not groups or span is None or len(err.diagnostics) != 1:
+        return err
+    group = groups[-1]
+    if group.span.line == span.line and group.span.file == span.file:
+        return err  # the instance is written on the failing line itself
+    diag = err.diagnostics[0]
+    note = Label(group.span, f"in `{group.path}`, an instance of block `{group.name}` made")
+    err.diagnostics = (type(diag)(diag.code, diag.message, diag.span, diag.hint, diag.severity, (*diag.labels, note)),)
+    return err
 
 
 class _Poisoned(Exception):

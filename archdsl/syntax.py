@@ -142,6 +142,7 @@ class Stage:
     connect: str | None
     names: Literal | None
     span: Span
+    connect_span: Span | None = None
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,7 @@ class Import:
     path: str
     names: tuple[str, ...] | None
     span: Span
+    name_spans: tuple[Span, ...] = ()
 
 
 @dataclass(frozen=True)

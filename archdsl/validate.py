@@ -78,6 +78,29 @@ def check_reachability(g: nx.DiGraph) -> list[ArchError]:
     return errors
 
 
+def check_module_paths(g: nx.DiGraph) -> list[ArchError]:
+    """A node with weights cannot also be the parent of other nodes' paths (``x`` and ``x.y``)."""
+    errors: list[ArchError] = []
+    stateful = {n for n, d in g.nodes(data=True) if (spec := lookup(d["op"])) is not None and spec.stateful}
+    for node in g.nodes:
+        parts = node.split(".")
+        for cut in range(1, len(parts)):
+            parent = ".".join(parts[:cut])
+            if parent in stateful:
+                first, second = sorted((parent, node), key=lambda n: g.nodes[n]["span"])
+                where = {n: g.nodes[n].get("label_span") or g.nodes[n]["span"] for n in (first, second)}
+                errors.append(
+                    ArchGraphError(
+                        f"`{parent}` is both a node and the parent of `{node}`",
+                        where[second],
+                        f"`{first}` is defined at {where[first]}; a node cannot contain other nodes",
+                        code="E228",
+                    )
+                )
+                break
+    return errors
+
+
 def lint(g: nx.DiGraph) -> None:
     """Check the invariants of a finished graph; raises ArchGraphError (an internal bug) if one fails."""
     problems: list[str] = []

@@ -30,7 +30,9 @@ def _window_out(size: int, k: int, stride: int, pad: int, dilation: int, ceil: b
     span = dilation * (k - 1) + 1
     if size + 2 * pad < span:
         raise ShapeProblem(
-            f"kernel {k} (spanning {span}) is larger than its input of size {size}"
+            f"kernel {k}"
+            + (f" (spanning {span})" if span != k else "")
+            + f" is larger than its input of size {size}"
             + (f" padded by {pad}" if pad else ""),
             arg=arg,
             hint="use a smaller kernel, more padding, or downsample less before this op",

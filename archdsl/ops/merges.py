@@ -22,7 +22,7 @@ def _all_equal(op: str, shapes: Sequence[Shape]) -> Shape:
             raise ShapeProblem(
                 f"`{op}` needs inputs of one shape, "
                 f"but input 1 is {list(first)} and input {index + 1} is {list(shape)}",
-                hint="give `skip` a shortcut policy (`via projection` or `via zeropad`) to reconcile the shapes",
+                hint=f"make the shapes agree before the `{op}` (e.g. a 1x1 `conv`), or use a `skip` with a policy",
                 input_index=index,
             )
     return first

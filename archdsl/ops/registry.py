@@ -54,6 +54,7 @@ class ArgSpec:
         """Check ``value`` against the schema and normalise it (int2 -> tuple)."""
         if value is None and self.default is None:
             return None
+        written = value
         kind = self.kind
         if kind == "int":
             ok = isinstance(value, int) and not isinstance(value, bool)
@@ -84,7 +85,8 @@ class ArgSpec:
                 "str": "a string",
             }[kind]
             raise ArgProblem(f"`{self.name}` must be {want}, got {type_name(value)} `{show(value)}`")
-        for item in value if isinstance(value, tuple) else (value,):
+        items = written if isinstance(written, tuple) else (written,)
+        for item in items:
             if self.minimum is not None and item < self.minimum:
                 raise ArgProblem(f"`{self.name}` must be at least {show(self.minimum)}, got {show(item)}")
             if self.maximum is not None and item > self.maximum:
