@@ -184,13 +184,7 @@ class Elaborator:
         for stmt in definition.body:
             for label in _labels(stmt):
                 frame.reserved.add(label)
-        for stmt in definition.body:
-            try:
-                cursor = self._statement(stmt, definition, frame, scope, cursor)
-            except ArchError as err:
-                self.errors.append(err)
-            except FailedValue:
-                pass  # its cause was reported where it happened
+        cursor = self._statements(definition.body, definition, frame, scope, cursor)
         if frame.outputs:
             if definition.kind == "block":
                 if len(frame.outputs) > 1:
@@ -205,7 +199,26 @@ class Elaborator:
                 return self._ref(frame, frame.outputs[0])
         return cursor
 
+    def _statements(self, body, definition: ast.Definition, frame: Frame, scope: Scope, cursor):
+        for stmt in body:
+            try:
+                cursor = self._statement(stmt, definition, frame, scope, cursor)
+            except ArchError as err:
+                self.errors.append(err)
+            except FailedValue:
+                pass  # its cause was reported where it happened
+        return cursor
+
     def _statement(self, stmt, definition: ast.Definition, frame: Frame, scope: Scope, cursor):
+        if isinstance(stmt, ast.If):
+            chosen = stmt.then if self._condition(stmt.cond, scope, "an `if` condition") else stmt.other
+            return self._statements(chosen, definition, frame, scope, cursor)
+        if isinstance(stmt, ast.Assert):
+            if not self._condition(stmt.cond, scope, "an `assert`"):
+                raise ArchTypeError(
+                    f"assertion failed: {stmt.message or 'the condition is false'}", stmt.cond.span, code="E324"
+                )
+            return cursor
         if isinstance(stmt, ast.Chain):
             return self._chain(stmt, definition, frame, scope, cursor)
         if isinstance(stmt, ast.Skip):
@@ -234,6 +247,19 @@ class Elaborator:
             frame.outputs = list(stmt.refs)
             return cursor
         raise TypeError(stmt)  # pragma: no cover
+
+    def _condition(self, expr: ast.Expr, scope: Scope, what: str) -> bool:
+        value = try_evaluate(expr, scope)
+        if isinstance(value, Deferred):
+            raise ArchTypeError(
+                f"{what} cannot read shapes: the structure must be known before shapes are inferred",
+                expr.span,
+                "decide with a parameter, e.g. `first(project=true)`",
+                code="E325",
+            )
+        if not isinstance(value, bool):
+            raise ArchTypeError(f"{what} needs a bool, got {type_name(value)} `{show(value)}`", expr.span, code="E302")
+        return value
 
     def _input(self, stmt: ast.InputDecl, definition: ast.Definition, frame: Frame, scope: Scope) -> str:
         if definition.kind != "network":
@@ -591,6 +617,14 @@ class Elaborator:
 
     def _skip(self, skip: ast.Skip, frame: Frame, scope: Scope):
         policy = skip.policy or "identity"
+        if policy in scope.values:  # `via shortcut` where `shortcut` is a parameter holding the policy
+            policy = evaluate(ast.Name(policy, skip.policy_span or skip.span), scope)
+            if not isinstance(policy, str):
+                raise ArchTypeError(
+                    f"a shortcut policy is a string, got {type_name(policy)} `{show(policy)}`",
+                    skip.policy_span or skip.span,
+                    code="E301",
+                )
         if policy not in SHORTCUT_POLICIES:
             hint = did_you_mean(policy, SHORTCUT_POLICIES) or "policies: " + ", ".join(SHORTCUT_POLICIES)
             raise ArchNameError(f"unknown shortcut policy `{policy}`", skip.policy_span or skip.span, hint, code="E223")
@@ -701,6 +735,8 @@ def _callee_name(target) -> str:
 
 
 def _labels(stmt) -> list[str]:
+    if isinstance(stmt, ast.If):
+        return [label for inner in (*stmt.then, *stmt.other) for label in _labels(inner)]
     if isinstance(stmt, ast.Chain):
         return [link.label for link in stmt.links if link.label]
     if isinstance(stmt, ast.Skip):

@@ -245,6 +245,19 @@ class _ToAst(Transformer_NonRecursive):
         )
 
     @v_args(meta=True)
+    def if_stmt(self, meta, children):
+        cond, then, *rest = children
+        other = rest[0] if rest else None
+        if isinstance(other, ast.If):
+            other = (other,)
+        return ast.If(cond, then, other or (), self._span(meta))
+
+    @v_args(meta=True)
+    def assert_stmt(self, meta, children):
+        cond, message = children
+        return ast.Assert(cond, _unquote(message) if message is not None else None, self._span(meta))
+
+    @v_args(meta=True)
     def chain(self, meta, children):
         return ast.Chain(tuple(children), self._span(meta))
 

@@ -210,7 +210,26 @@ class Doc:
     span: Span
 
 
-Statement = Chain | Skip | InputDecl | OutputDecl | Let | Doc
+@dataclass(frozen=True)
+class If:
+    """``if cond { ... } else { ... }``: structure chosen by parameters (never by shapes)."""
+
+    cond: Expr
+    then: tuple[Statement, ...]
+    other: tuple[Statement, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Assert:
+    """``assert cond, "message"``: a check on parameters with the author's own message."""
+
+    cond: Expr
+    message: str | None
+    span: Span
+
+
+Statement = Chain | Skip | InputDecl | OutputDecl | Let | Doc | If | Assert
 
 # ---------------------------------------------------------------- definitions
 
