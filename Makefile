@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.archdsl-installed
 
-.PHONY: demo test lint format fuzz clean dot
+.PHONY: demo test lint format fuzz clean dot docs
 
 demo: $(STAMP)
 	$(BIN)/archdsl check
@@ -45,3 +45,6 @@ dot:
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .ruff_cache
+
+docs: $(STAMP)
+	$(BIN)/python -m archdsl.zootable docs/zoo.md
