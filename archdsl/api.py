@@ -19,7 +19,7 @@ from archdsl.validate import check_module_paths, check_reachability, find_cycles
 
 Source = str | os.PathLike[str]
 
-FINAL_ATTRS = ("op", "args", "path", "shape", "input_shapes", "params", "macs", "groups", "span", "label_span")
+FINAL_ATTRS = ("op", "args", "path", "shape", "input_shapes", "params", "macs", "groups", "span", "label_span", "role")
 CHECKPOINT_FORMAT = "archdsl-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -99,6 +99,8 @@ def _finalize(g: nx.DiGraph, program: Program) -> nx.DiGraph:
         attrs.setdefault("input_shapes", ())
         attrs.setdefault("params", 0)
         attrs.setdefault("macs", 0)
+        attrs.setdefault("role", None)
+        attrs.setdefault("label_span", None)
         if data["op"] == "input":
             attrs["shape"] = tuple(data["args"]["shape"])
         final.add_node(node, **attrs)

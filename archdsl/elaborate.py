@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import networkx as nx
@@ -42,6 +42,7 @@ class Group:
     name: str  # the block (or op) that was repeated / instantiated
     repeat: int | None = None  # index within the stage
     span: Span | None = field(default=None, compare=False)  # where it was instantiated
+    args: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # the block's arguments, as written values
 
 
 @dataclass(frozen=True)
@@ -441,8 +442,14 @@ class Elaborator:
         values = self._bind_block_args(block, call, scope, inner)
         inner_scope = self._scope(inner, values)
         groups = self._groups_now()
-        if local and not (groups and groups[-1].path == prefix.rstrip(".")):
-            groups += (Group(path=prefix.rstrip("."), kind="block", name=block.name, span=call.span),)
+        # What the diagram shows for this instance: the arguments given, not the defaults.
+        given = [p.name for p, a in zip(block.params, [a for a in call.args if a.name is None])]
+        given += [a.name for a in call.args if a.name is not None]
+        shown = tuple((k, "…" if isinstance(values[k], Deferred) else show(values[k])) for k in given if k in values)
+        if groups and groups[-1].path == prefix.rstrip("."):  # a stage's repeat: add what it was called with
+            groups = (*groups[:-1], replace(groups[-1], args=shown))
+        elif local:
+            groups += (Group(path=prefix.rstrip("."), kind="block", name=block.name, span=call.span, args=shown),)
         self.block_stack.append(block.name)
         try:
             with self._grouped(groups):
@@ -553,6 +560,7 @@ class Elaborator:
                     f"{link.label}.{name}.in",
                     stage.span,
                     op="concat",
+                    role="dense",
                     call=(),
                     scope=repeat_scope,
                     groups=groups,
@@ -573,7 +581,7 @@ class Elaborator:
             outputs.append(out)
         if connect == "dense":
             out_id = self._add_node(
-                frame, f"{link.label}.out", stage.span, op="concat", call=(), scope=scope, groups=groups
+                frame, f"{link.label}.out", stage.span, op="concat", call=(), scope=scope, groups=groups, role="dense"
             )
             for position, source in enumerate([stage_input, *outputs]):
                 self.pending_edges.append((source, out_id, "concat", position, stage.span))

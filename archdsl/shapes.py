@@ -228,7 +228,7 @@ class _Inference:
             raise ArchShapeError(
                 mismatch + f"; no stride maps {have[1]}x{have[2]} onto {want[1]}x{want[2]}", edge_span, code="E406"
             )
-        base = dict(span=data["span"], groups=data["groups"], scope=data["scope"], call=())
+        base = dict(span=data["span"], groups=data["groups"], scope=data["scope"], call=(), role="shortcut")
         if policy == "projection":
             conv = dict(op="conv", args=_conv_args(want[0], stride), **base)
             bn = dict(op="batchnorm", args=_bn_args(), **base)

@@ -1,0 +1,53 @@
+"""Stage 5: connection diagrams. Fold the graph to a level of detail, emit DOT, run Graphviz."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from archdsl.render.dot import ArchRenderError, run_dot, to_dot, write
+from archdsl.render.view import LEVELS, View, fold
+
+__all__ = ["LEVELS", "ArchRenderError", "View", "fold", "render", "render_dot", "run_dot", "write"]
+
+
+def render_dot(
+    graph_or_source: nx.DiGraph | str | os.PathLike[str],
+    *,
+    level: str = "block",
+    expand: tuple[str, ...] | list[str] = (),
+    rankdir: str = "TB",
+    clusters: bool = True,
+    legend: bool = True,
+    **overrides: Any,
+) -> str:
+    """DOT text of a network's connection diagram.
+
+    ``level`` is "block" (the default: blocks folded, identical repeats shown
+    once as ``x N``), "stage" or "layer"; ``expand`` opens chosen stages or
+    blocks by path; ``rankdir`` is "TB" or "LR".
+    """
+    from archdsl.api import graph
+
+    g = graph_or_source if isinstance(graph_or_source, nx.DiGraph) else graph(graph_or_source, **overrides)
+    if rankdir not in ("TB", "LR", "BT", "RL"):
+        raise ArchRenderError(f"rankdir must be TB, LR, BT or RL, got `{rankdir}`", None)
+    if level not in LEVELS:
+        raise ArchRenderError(f"unknown level `{level}`", None, "use " + ", ".join(LEVELS))
+    view = fold(g, level, tuple(expand))
+    return to_dot(g, view, rankdir=rankdir, clusters=clusters, legend=legend)
+
+
+def render(
+    graph_or_source: nx.DiGraph | str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> str:
+    """Render a diagram; write it to ``output`` (format from the suffix) when given. Returns the DOT text."""
+    source = render_dot(graph_or_source, **options)
+    if output is not None:
+        write(source, Path(output))
+    return source
