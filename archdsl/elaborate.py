@@ -443,7 +443,8 @@ class Elaborator:
         inner_scope = self._scope(inner, values)
         groups = self._groups_now()
         # What the diagram shows for this instance: the arguments given, not the defaults.
-        given = [p.name for p, a in zip(block.params, [a for a in call.args if a.name is None])]
+        positional = sum(1 for a in call.args if a.name is None)
+        given = [p.name for p in block.params[:positional]]
         given += [a.name for a in call.args if a.name is not None]
         shown = tuple((k, "…" if isinstance(values[k], Deferred) else show(values[k])) for k in given if k in values)
         if groups and groups[-1].path == prefix.rstrip("."):  # a stage's repeat: add what it was called with
