@@ -87,6 +87,18 @@ def _with_edges(g: nx.DiGraph, edges: list[tuple[str, str]]) -> nx.DiGraph:
     return h
 
 
+class ArchGraph(nx.DiGraph):
+    """The validated graph of a network: a ``networkx.DiGraph`` that draws itself in notebooks."""
+
+    def _repr_svg_(self) -> str | None:
+        from archdsl.render import ArchRenderError, render_dot, run_dot
+
+        try:
+            return run_dot(render_dot(self), "svg").decode("utf-8")
+        except ArchRenderError:  # no Graphviz: let the notebook fall back to text
+            return None
+
+
 def _finalize(g: nx.DiGraph, program: Program) -> nx.DiGraph:
     final = nx.DiGraph()
     final.graph.update(g.graph)
@@ -107,7 +119,7 @@ def _finalize(g: nx.DiGraph, program: Program) -> nx.DiGraph:
     for u, v, data in g.edges(data=True):
         final.add_edge(u, v, **data)
     # rebuild edges in node order so that iteration order is deterministic
-    ordered = nx.DiGraph()
+    ordered = ArchGraph()
     ordered.graph.update(final.graph)
     ordered.add_nodes_from(final.nodes(data=True))
     for node in final.nodes:

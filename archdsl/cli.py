@@ -138,6 +138,46 @@ def compile_(
         out.print(f"wrote {output}")
 
 
+@app.command()
+def render(
+    target: Annotated[str, typer.Argument(help="A file or a zoo name.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output file: .svg, .png, .pdf or .dot.")],
+    param: ParamOption = None,
+    level: Annotated[str, typer.Option(help="stage, block (identical repeats folded) or layer.")] = "block",
+    expand: Annotated[
+        list[str] | None, typer.Option("--expand", "-e", help="Open this stage or block (repeatable).")
+    ] = None,
+    rankdir: Annotated[str, typer.Option(help="TB (top to bottom) or LR (left to right).")] = "TB",
+    clusters: Annotated[bool, typer.Option(help="Draw boxes around stages and blocks.")] = True,
+    legend: Annotated[bool, typer.Option(help="Draw the legend of edge kinds.")] = True,
+    no_color: NoColor = False,
+) -> None:
+    """Draw the connection diagram of a network."""
+    from archdsl.render import LEVELS
+    from archdsl.render import render as draw
+
+    out, err = _consoles(no_color)
+    if level not in LEVELS:
+        raise typer.BadParameter(f"use one of {', '.join(LEVELS)}", param_hint="--level")
+    if rankdir not in ("TB", "LR", "BT", "RL"):
+        raise typer.BadParameter("use TB, LR, BT or RL", param_hint="--rankdir")
+    overrides = parse_overrides(param)
+    try:
+        g = api.graph(target, **overrides)
+        unknown = [name for name in expand or () if not _is_group(g, name)]
+        if unknown:
+            raise typer.BadParameter(f"no stage or block `{unknown[0]}` in {target}", param_hint="--expand")
+        draw(g, output, level=level, expand=tuple(expand or ()), rankdir=rankdir, clusters=clusters, legend=legend)
+    except ArchError as error:
+        _print_error(error, err)
+        raise typer.Exit(1) from None
+    out.print(f"wrote {output}")
+
+
+def _is_group(g, name: str) -> bool:
+    return any(group.path == name for _, data in g.nodes(data=True) for group in data["groups"])
+
+
 @app.command("list")
 def list_(no_color: NoColor = False) -> None:
     """List the zoo's networks with their parameters and MACs."""

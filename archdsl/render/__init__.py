@@ -22,13 +22,15 @@ def render_dot(
     rankdir: str = "TB",
     clusters: bool = True,
     legend: bool = True,
+    dense_bus: bool = True,
     **overrides: Any,
 ) -> str:
     """DOT text of a network's connection diagram.
 
     ``level`` is "block" (the default: blocks folded, identical repeats shown
     once as ``x N``), "stage" or "layer"; ``expand`` opens chosen stages or
-    blocks by path; ``rankdir`` is "TB" or "LR".
+    blocks by path; ``rankdir`` is "TB" or "LR"; ``dense_bus=False`` draws
+    every concatenation edge of dense blocks instead of the feature bus.
     """
     from archdsl.api import graph
 
@@ -37,7 +39,7 @@ def render_dot(
         raise ArchRenderError(f"rankdir must be TB, LR, BT or RL, got `{rankdir}`", None)
     if level not in LEVELS:
         raise ArchRenderError(f"unknown level `{level}`", None, "use " + ", ".join(LEVELS))
-    view = fold(g, level, tuple(expand))
+    view = fold(g, level, tuple(expand), dense_bus=dense_bus)
     return to_dot(g, view, rankdir=rankdir, clusters=clusters, legend=legend)
 
 

@@ -11,6 +11,7 @@ import graphviz
 import networkx as nx
 
 from archdsl.errors import ArchError
+from archdsl.expr import show
 from archdsl.render.view import Edge, Unit, View
 
 EDGE_STYLE = {
@@ -136,8 +137,15 @@ def _node_attrs(g: nx.DiGraph, unit: Unit, within: str) -> dict[str, str]:
         tooltip = _group_tooltip(g, unit)
     lines.append(_shape_text(shape) + (f" · {_si(params)}params" if params else ""))
     merges = Counter(g.nodes[n]["op"] for n in unit.nodes if g.nodes[n]["op"] in MERGE_NOTES)
+    shortcuts = Counter(
+        "projection" if g.nodes[n]["op"] == "conv" else "zero-pad"
+        for n in unit.nodes
+        if g.nodes[n]["role"] == "shortcut" and g.nodes[n]["op"] in ("conv", "zeropad_shortcut")
+    )
     if merges and unit.kind != "layer":
-        lines.append(", ".join(f"{MERGE_NOTES[op]} ×{n}" for op, n in sorted(merges.items())))
+        notes = [f"{MERGE_NOTES[op]} ×{n}" for op, n in sorted(merges.items())]
+        notes += [f"{kind} shortcut ×{n}" for kind, n in sorted(shortcuts.items())]
+        lines.append(", ".join(notes))
     return {"label": _escape("\n".join(lines)), "fillcolor": fill, "tooltip": _escape(tooltip)}
 
 
@@ -218,8 +226,8 @@ def _si(value: int) -> str:
 
 def _plain(value) -> str:
     if isinstance(value, tuple) and len(set(value)) == 1:
-        return str(value[0])
-    return str(value)
+        return show(value[0])
+    return show(value)
 
 
 def _escape(text: str) -> str:

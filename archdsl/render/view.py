@@ -55,8 +55,11 @@ class View:
     unit_of: dict[str, str]
 
 
-def fold(g: nx.DiGraph, level: str = "block", expand: tuple[str, ...] = ()) -> View:
-    """Fold ``g`` to ``level`` ("stage", "block" or "layer"), keeping ``expand`` ed groups open."""
+def fold(g: nx.DiGraph, level: str = "block", expand: tuple[str, ...] = (), dense_bus: bool = True) -> View:
+    """Fold ``g`` to ``level`` ("stage", "block" or "layer"), keeping ``expand`` ed groups open.
+
+    ``dense_bus=False`` draws every concatenation edge of dense stages (L(L+1)/2 per block).
+    """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     opened = set(expand)
@@ -89,7 +92,7 @@ def fold(g: nx.DiGraph, level: str = "block", expand: tuple[str, ...] = ()) -> V
         unit.first_repeat, unit.last_repeat = members[0], members[-1]
     unit_of = {node: key for key, unit in units.items() for node in unit.nodes}
     edges: dict[tuple[str, str, str], Edge] = {}
-    for source, target, kind in _display_edges(g):
+    for source, target, kind in _display_edges(g) if dense_bus else _all_edges(g):
         a, b = unit_of[source], unit_of[target]
         if a == b:
             units[a].internal[kind] += 1
@@ -156,6 +159,11 @@ def _signature(g: nx.DiGraph, group: Group, nodes: list[str]) -> tuple:
         if node.startswith(key + ".") and g.nodes[node]["role"] != "dense"
     )
     return (group.name, group.args, layers)
+
+
+def _all_edges(g: nx.DiGraph):
+    for source, target, edge in g.edges(data=True):
+        yield source, target, edge["kind"]
 
 
 def _display_edges(g: nx.DiGraph):
