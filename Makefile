@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.archdsl-installed
 
-.PHONY: demo test lint format fuzz clean dot docs
+.PHONY: demo test lint format fuzz clean dot docs images bench
 
 demo: $(STAMP)
 	$(BIN)/archdsl check
@@ -48,3 +48,14 @@ clean:
 
 docs: $(STAMP)
 	$(BIN)/python -m archdsl.zootable docs/zoo.md
+
+images: $(STAMP)
+	$(BIN)/archdsl render resnet50 -o docs/images/resnet50.png
+	$(BIN)/archdsl render densenet121 -o docs/images/densenet121.png
+	$(BIN)/archdsl render densenet121 --expand features.denseblock1 -o docs/images/densenet121_denseblock1.png
+	$(BIN)/archdsl render cifar_resnet -p depth=56 -o docs/images/cifar_resnet56.png
+	$(BIN)/archdsl render googlenet --expand inception3a -o docs/images/googlenet.png
+	$(BIN)/archdsl render highway_fc --expand layers.0 -o docs/images/highway_fc.png
+
+bench: $(STAMP) dot
+	$(BIN)/python -m bench render
