@@ -12,7 +12,7 @@ from torch import fx
 
 from archdsl.compile import compile_graph
 from archdsl.elaborate import elaborate
-from archdsl.errors import ArchCheckpointError, ArchError, ArchTypeError, combine
+from archdsl.errors import ArchCheckpointError, ArchError, ArchNameError, ArchTypeError, combine, did_you_mean
 from archdsl.loader import Program, load_program, resolve_source
 from archdsl.shapes import infer_shapes
 from archdsl.validate import check_module_paths, check_reachability, find_cycles, lint, topological_order
@@ -90,6 +90,16 @@ def _with_edges(g: nx.DiGraph, edges: list[tuple[str, str]]) -> nx.DiGraph:
 class ArchGraph(nx.DiGraph):
     """The validated graph of a network: a ``networkx.DiGraph`` that draws itself in notebooks."""
 
+    def __repr__(self) -> str:
+        if "name" not in self.graph:
+            return super().__repr__()
+        shapes = lambda names: ", ".join(f"{n} {list(self.nodes[n]['shape'])}" for n in names)  # noqa: E731
+        return (
+            f"<ArchGraph {self.graph['name']}: {self.number_of_nodes()} nodes, "
+            f"{self.graph['total_params']:,} parameters, {self.graph['total_macs'] / 1e9:.3f} GMACs; "
+            f"{shapes(self.graph['inputs'])} -> {shapes(self.graph['outputs'])}>"
+        )
+
     def _repr_svg_(self) -> str | None:
         from archdsl.render import ArchRenderError, render_dot, run_dot
 
@@ -130,17 +140,33 @@ def _finalize(g: nx.DiGraph, program: Program) -> nx.DiGraph:
     return ordered
 
 
-def load(source: Source, *, network: str | None = None, seed: int | None = None, **overrides: Any) -> fx.GraphModule:
+def load(
+    source: Source,
+    *,
+    network: str | None = None,
+    seed: int | None = None,
+    outputs: list[str] | dict[str, str] | None = None,
+    **overrides: Any,
+) -> fx.GraphModule:
     """Compile a network into a trainable ``torch.fx.GraphModule``.
 
-    The module remembers its sources and overrides in ``module.meta["archdsl"]``
-    so that :func:`save_checkpoint` can write a self-contained checkpoint.
+    ``outputs`` turns it into a feature extractor: node or stage/block paths
+    (``["layer2", "layer3"]``, or ``{"name": "path"}``) whose values the
+    module returns as a dict, computing only what they need. The module
+    remembers its sources and overrides in ``module.meta["archdsl"]`` so that
+    :func:`save_checkpoint` can write a self-contained checkpoint.
     """
     program = load_source(source)
-    return _compile(program, network, seed, overrides)
+    return _compile(program, network, seed, overrides, outputs)
 
 
-def _compile(program: Program, network: str | None, seed: int | None, overrides: dict[str, Any]) -> fx.GraphModule:
+def _compile(
+    program: Program,
+    network: str | None,
+    seed: int | None,
+    overrides: dict[str, Any],
+    outputs: list[str] | dict[str, str] | None = None,
+) -> fx.GraphModule:
     g = graph_of_program(program, network=network, **overrides)
     meta = {
         "file": program.main.file,
@@ -148,7 +174,31 @@ def _compile(program: Program, network: str | None, seed: int | None, overrides:
         "sources": dict(program.sources),
         "overrides": dict(overrides),
     }
-    return compile_graph(g, seed=seed, meta=meta)
+    selected = None
+    if outputs is not None:
+        named = dict(outputs) if isinstance(outputs, dict) else {name: name for name in outputs}
+        selected = {name: output_node(g, path) for name, path in named.items()}
+        meta["outputs"] = named
+    return compile_graph(g, seed=seed, meta=meta, outputs=selected)
+
+
+def output_node(g: nx.DiGraph, path: str) -> str:
+    """The node whose value a path stands for: a node itself, or the output of a stage or block."""
+    if path in g:
+        return path
+    members = [n for n in g.nodes if n.startswith(path + ".")]
+    exits = [
+        n for n in members if n in g.graph["outputs"] or any(not s.startswith(path + ".") for s in g.successors(n))
+    ]
+    if members and len(exits) == 1:
+        return exits[0]
+    if members:
+        return members[-1]  # nodes are in topological order
+    groups = {grp.path for _, d in g.nodes(data=True) for grp in d["groups"]}
+    hint = did_you_mean(path, [*g.nodes, *groups]) or "give a node path or a stage/block path, e.g. `layer2`"
+    raise ArchNameError(
+        f"`{path}` names no node, stage or block of network `{g.graph['name']}`", None, hint, code="E229"
+    )
 
 
 def save_checkpoint(module: fx.GraphModule, path: str | os.PathLike[str]) -> None:

@@ -39,7 +39,10 @@ def _consoles(no_color: bool) -> tuple[Console, Console]:
     kwargs: dict[str, Any] = {"highlight": False}
     if no_color:
         kwargs.update(no_color=True, color_system=None)
-    return Console(**kwargs), Console(stderr=True, **kwargs)
+    out = Console(**kwargs)
+    if not out.is_terminal:  # tables in files and pipes need not wrap at 80 columns
+        out = Console(width=160, **kwargs)
+    return out, Console(stderr=True, **kwargs)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -176,6 +179,71 @@ def render(
 
 def _is_group(g, name: str) -> bool:
     return any(group.path == name for _, data in g.nodes(data=True) for group in data["groups"])
+
+
+@app.command()
+def summary(
+    target: Annotated[str, typer.Argument(help="A file or a zoo name.")],
+    param: ParamOption = None,
+    depth: Annotated[int, typer.Option(min=1, max=3, help="1 stages, 2 blocks (x N runs folded), 3 layers.")] = 3,
+    no_color: NoColor = False,
+) -> None:
+    """Print a table of every layer: output shape, parameters, MACs, activation memory; stage subtotals."""
+    from archdsl.summary import human_bytes, summarize
+
+    out, err = _consoles(no_color)
+    try:
+        g = api.graph(target, **parse_overrides(param))
+    except ArchError as error:
+        _print_error(error, err)
+        raise typer.Exit(1) from None
+    doc = (g.graph.get("doc") or g.graph["name"]).strip().splitlines()[0]
+    table = Table(title=doc, title_justify="left")
+    for column in ("module path", "op", "output shape"):
+        table.add_column(column)
+    for column in ("parameters", "MACs", "activations"):
+        table.add_column(column, justify="right")
+    for row in summarize(g, ("stage", "block", "layer")[depth - 1]):
+        style = {"subtotal": "dim", "total": "bold"}.get(row.kind)
+        shape = "×".join(map(str, row.shape)) if row.shape else ""
+        table.add_row(
+            row.path, row.op, shape, f"{row.params:,}", f"{row.macs:,}", human_bytes(row.activation_bytes), style=style
+        )
+        if row.kind == "subtotal":
+            table.add_section()
+    out.print(table)
+    out.print("activations: float32 outputs of every layer for one input, as kept for the backward pass")
+
+
+@app.command("graph")
+def graph_(
+    target: Annotated[str, typer.Argument(help="A file or a zoo name.")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Output file (.json or .graphml); stdout if omitted.")
+    ] = "",
+    output_format: Annotated[str, typer.Option("--format", help="json (node-link) or graphml")] = "",
+    param: ParamOption = None,
+    no_color: NoColor = False,
+) -> None:
+    """Dump the validated graph as JSON (node-link) or GraphML, for other tools."""
+    from archdsl.interchange import to_graphml, to_node_link
+
+    out, err = _consoles(no_color)
+    fmt = output_format or ("graphml" if output.endswith(".graphml") else "json")
+    if fmt not in ("json", "graphml"):
+        raise typer.BadParameter("use json or graphml", param_hint="--format")
+    try:
+        g = api.graph(target, **parse_overrides(param))
+    except ArchError as error:
+        _print_error(error, err)
+        raise typer.Exit(1) from None
+    text = to_graphml(g) if fmt == "graphml" else json.dumps(to_node_link(g), indent=1)
+    if output:
+        with open(output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        out.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text + "\n")
 
 
 @app.command("list")

@@ -30,12 +30,23 @@ def ordered_inputs(g: nx.DiGraph, node: str) -> list[str]:
     return [src for _, src in sorted(positioned)]
 
 
-def compile_graph(g: nx.DiGraph, *, seed: int | None = None, meta: dict[str, Any] | None = None) -> fx.GraphModule:
+def compile_graph(
+    g: nx.DiGraph,
+    *,
+    seed: int | None = None,
+    meta: dict[str, Any] | None = None,
+    outputs: dict[str, str] | None = None,
+) -> fx.GraphModule:
     """Build a trainable GraphModule from a validated graph.
 
     ``seed`` makes weight initialisation reproducible without touching the
-    global RNG state.
+    global RNG state. ``outputs`` (name -> node id) makes a feature
+    extractor: only what those nodes need is built, and the module returns
+    a dict of them.
     """
+    needed = set(g.nodes)
+    if outputs is not None:
+        needed = set(outputs.values()).union(*(nx.ancestors(g, n) for n in outputs.values()))
     graph = fx.Graph()
     modules: dict[str, nn.Module] = {}
     env: dict[str, fx.Node] = {}
@@ -45,7 +56,7 @@ def compile_graph(g: nx.DiGraph, *, seed: int | None = None, meta: dict[str, Any
         if seed is not None:
             torch.manual_seed(seed)
         for node, data in g.nodes(data=True):
-            if data["op"] == "input":
+            if data["op"] == "input" or node not in needed:
                 continue
             spec = lookup(data["op"])
             inputs = [env[src] for src in ordered_inputs(g, node)]
@@ -59,8 +70,11 @@ def compile_graph(g: nx.DiGraph, *, seed: int | None = None, meta: dict[str, Any
                     return graph.create_node("call_function", fn, tuple(args), dict(kwargs or {}), name=_name)
 
                 env[node] = spec.emit(call, inputs, data["args"])
-    outputs = [env[o] for o in g.graph["outputs"]]
-    graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
+    if outputs is not None:
+        graph.output({name: env[node] for name, node in outputs.items()})
+    else:
+        results = [env[o] for o in g.graph["outputs"]]
+        graph.output(results[0] if len(results) == 1 else tuple(results))
     graph.lint()
     # A module root (not a dict) keeps submodules in node order, so state_dict
     # keys come out in the order of the network, as hand-written code has them.

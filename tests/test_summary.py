@@ -1,0 +1,115 @@
+"""The summary's static figures are true, and the graph can be exported for other tools."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import networkx as nx
+import pytest
+import torch
+import torchvision
+from torch.fx.passes.shape_prop import ShapeProp
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models.feature_extraction import create_feature_extractor
+
+import archdsl
+from archdsl import zoo_names
+from archdsl.compile import fx_name
+from archdsl.summary import summarize
+
+
+def small(name: str) -> dict:
+    return {"size": 64} if "size" in archdsl.graph(name).graph["params"] else {}
+
+
+@pytest.mark.parametrize("name", zoo_names())
+def test_static_figures_match_the_compiled_model(name):
+    overrides = small(name)
+    g = archdsl.graph(name, **overrides)
+    module = archdsl.load(name, **overrides).eval()
+    assert sum(p.numel() for p in module.parameters()) == g.graph["total_params"]
+    inputs = [torch.randn(2, *g.nodes[i]["shape"]) for i in g.graph["inputs"]]
+    ShapeProp(module).propagate(*inputs)
+    seen = {n.name: tuple(n.meta["tensor_meta"].shape[1:]) for n in module.graph.nodes if "tensor_meta" in n.meta}
+    checked = 0
+    for node, data in g.nodes(data=True):
+        if fx_name(node) in seen:
+            assert seen[fx_name(node)] == data["shape"], node
+            checked += 1
+    assert checked >= 0.9 * g.number_of_nodes()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(*[x[:1] for x in inputs])
+    macs = counter.get_total_flops() / 2
+    assert macs == pytest.approx(g.graph["total_macs"], rel=0.01)
+
+
+def test_summary_rows_add_up_and_fold():
+    g = archdsl.graph("resnet50")
+    for level in ("layer", "block", "stage"):
+        rows = summarize(g, level)
+        total = rows[-1]
+        assert total.kind == "total"
+        assert total.params == g.graph["total_params"] and total.macs == g.graph["total_macs"]
+        assert sum(r.params for r in rows if r.kind == "row") == total.params
+    layer_rows = [r for r in summarize(g, "layer") if r.kind == "row"]
+    assert len(layer_rows) == g.number_of_nodes()
+    subtotals = {r.path: r.params for r in summarize(g, "layer") if r.kind == "subtotal"}
+    assert subtotals["layer1 (subtotal)"] == sum(d["params"] for n, d in g.nodes(data=True) if n.startswith("layer1."))
+    assert [r.op for r in summarize(g, "block") if r.path.startswith("layer3.1")] == ["bottleneck x 5"]
+
+
+def test_feature_extraction_matches_torchvision():
+    reference = torchvision.models.resnet50().eval()
+    theirs = create_feature_extractor(reference, return_nodes=["layer2", "layer3", "layer4"])
+    ours = archdsl.load("resnet50", outputs=["layer2", "layer3", "layer4"]).eval()
+    state = {k: v for k, v in reference.state_dict().items() if k in ours.state_dict()}
+    ours.load_state_dict(state, strict=True)
+    assert "fc.weight" not in ours.state_dict()  # only what the outputs need is built
+    x = torch.randn(2, 3, 96, 96)
+    a, b = ours(x), theirs(x)
+    assert set(a) == {"layer2", "layer3", "layer4"}
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+
+
+def test_feature_extraction_names_and_errors():
+    module = archdsl.load("densenet121", size=64, outputs={"early": "features.denseblock1", "conv": "features.conv0"})
+    out = module(torch.randn(1, 3, 64, 64))
+    assert out["early"].shape == (1, 256, 16, 16) and out["conv"].shape == (1, 64, 32, 32)
+    with pytest.raises(archdsl.ArchNameError, match="did you mean `layer2`"):
+        archdsl.load("resnet18", outputs=["layr2"])
+
+
+def test_graph_repr_is_a_compact_summary():
+    text = repr(archdsl.graph("resnet50"))
+    assert text.startswith("<ArchGraph resnet50: 176 nodes, 25,557,032 parameters")
+    assert "image [3, 224, 224] -> fc [1000]" in text
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "archdsl", *args], capture_output=True, text=True)
+
+
+def test_cli_summary():
+    result = run("summary", "resnet18", "-p", "num_classes=10")
+    assert result.returncode == 0, result.stderr
+    assert "layer1 (subtotal)" in result.stdout and "11,181,642" in result.stdout
+    folded = run("summary", "resnet50", "--depth", "2")
+    assert "bottleneck x 5" in folded.stdout
+    assert run("summary", "resnet18", "--depth", "7").returncode == 2
+
+
+def test_cli_graph_json_and_graphml(tmp_path):
+    result = run("graph", "densenet121")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    g = nx.node_link_graph(data, edges="edges")
+    assert g.number_of_nodes() == 428 and g.graph["total_params"] == 7_978_856
+    assert g.nodes["features.conv0"]["shape"] == [64, 112, 112]
+    path = tmp_path / "g.graphml"
+    assert run("graph", "resnet18", "-o", str(path)).returncode == 0
+    h = nx.read_graphml(path)
+    assert h.nodes["layer2.0.downsample.0"]["op"] == "conv"
+    assert h.edges["layer2.0.downsample.1", "layer2.0.add"]["kind"] == "skip"
