@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 an architecture is invalid, 2 a usage error.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Annotated, Any
 
@@ -244,6 +245,83 @@ def graph_(
         out.print(f"wrote {output}")
     else:
         sys.stdout.write(text + "\n")
+
+
+@app.command("train")
+def train_(
+    target: Annotated[str, typer.Argument(help="A file or a zoo name.")],
+    param: ParamOption = None,
+    data: Annotated[str, typer.Option(help="digits, synthetic, imagefolder:PATH or cifar10:PATH")] = "digits",
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    optimizer: Annotated[str, typer.Option(help="sgd (momentum 0.9) or adamw")] = "sgd",
+    lr: Annotated[float | None, typer.Option(help="default 0.1 (sgd) or 0.001 (adamw)")] = None,
+    schedule: Annotated[str, typer.Option(help="cosine, step or none")] = "cosine",
+    weight_decay: Annotated[float, typer.Option()] = 5e-4,
+    label_smoothing: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = True,
+    channels_last: Annotated[bool, typer.Option(help="channels-last memory format on CUDA")] = False,
+    out: Annotated[str, typer.Option(help="Run folder (checkpoint, metrics.jsonl, curves.png).")] = "",
+    resume: Annotated[str, typer.Option(help="Continue from this checkpoint.")] = "",
+    no_color: NoColor = False,
+) -> None:
+    """Train a network: progress per epoch, metrics, a plot and a resumable checkpoint in the run folder."""
+    from archdsl.train import TrainConfig, train
+    from archdsl.train.progress import RichReporter
+
+    console, err = _consoles(no_color)
+    if device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter("use auto, cpu or cuda", param_hint="--device")
+    config = TrainConfig(
+        arch=target,
+        overrides=parse_overrides(param),
+        data=data,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        schedule=schedule,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        seed=seed,
+        device=device,
+        amp=amp,
+        channels_last=channels_last,
+        out=out,
+        resume=resume,
+    )
+    try:
+        result = train(config, reporter=RichReporter(console))
+    except ArchError as error:
+        _print_error(error, err)
+        raise typer.Exit(1) from None
+    if result.history and int(os.environ.get("RANK", "0")) == 0:
+        final = result.history[-1]
+        console.print(f"test accuracy {final['test_acc']:.2%}; run folder {result.out}")
+
+
+@app.command("eval")
+def eval_(
+    target: Annotated[str, typer.Argument(help="Ignored when the checkpoint holds the network; kept for symmetry.")],
+    checkpoint: Annotated[str, typer.Option(help="A checkpoint from `archdsl train` or `compile -o`.")],
+    data: Annotated[str, typer.Option(help="digits, synthetic, imagefolder:PATH or cifar10:PATH")] = "digits",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    no_color: NoColor = False,
+) -> None:
+    """Report the accuracy and loss of a checkpoint on a dataset's test split."""
+    from archdsl.train import evaluate
+
+    console, err = _consoles(no_color)
+    try:
+        result = evaluate(checkpoint, data, device=device)
+    except ArchError as error:
+        _print_error(error, err)
+        raise typer.Exit(1) from None
+    console.print(
+        f"{data}: test accuracy {result['test_acc']:.2%}, loss {result['test_loss']:.4f} ({result['samples']} samples)"
+    )
 
 
 @app.command("list")

@@ -1,0 +1,149 @@
+"""Datasets for training: bundled digits, synthetic, an image folder, a CIFAR-10 copy. Nothing is downloaded.
+
+Every dataset is fitted to the network's declared input: images are resized
+to its height and width and given its number of channels; flat inputs get the
+image flattened at the matching square size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+from torch.utils.data import Dataset, TensorDataset
+
+from archdsl.errors import ArchError
+
+SPLIT_SEED = 0  # the digits train/test split never changes
+DIGITS_TEST_FRACTION = 0.2
+
+
+class ArchDataError(ArchError):
+    """The data cannot be read or does not fit the network."""
+
+    default_code = "E801"
+
+
+@dataclass
+class Data:
+    """A training and a test set with their number of classes."""
+
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    name: str
+
+
+def load_data(spec: str, input_shape: tuple[int, ...], *, synthetic_size: int = 512) -> Data:
+    """``digits``, ``synthetic``, ``imagefolder:PATH`` or ``cifar10:PATH``, fitted to ``input_shape``."""
+    kind, _, path = spec.partition(":")
+    if kind == "digits":
+        return _digits(input_shape)
+    if kind == "synthetic":
+        return _synthetic(input_shape, synthetic_size)
+    if kind in ("imagefolder", "cifar10"):
+        if not path:
+            raise ArchDataError(f"`--data {kind}` needs a folder", None, f"write `--data {kind}:PATH`")
+        return _torchvision(kind, path, input_shape)
+    raise ArchDataError(
+        f"unknown data `{spec}`", None, "use digits, synthetic, imagefolder:PATH or cifar10:PATH", code="E802"
+    )
+
+
+def fit_images(images: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """Resize (N, C, H, W) images in [0, 1] to the network's input shape (channels repeated or averaged)."""
+    if len(input_shape) == 1:
+        side = math.isqrt(input_shape[0] // images.shape[1])
+        if side * side * images.shape[1] != input_shape[0]:
+            side = math.isqrt(input_shape[0])
+            images = images.mean(1, keepdim=True)
+            if side * side != input_shape[0]:
+                raise ArchDataError(
+                    f"a flat input of {input_shape[0]} features is not a square image",
+                    None,
+                    "declare [64] or [784] (e.g. `-p features=64`), or an image input [C, H, W]",
+                )
+        resized = F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False)
+        return resized.flatten(1)
+    channels, height, width = input_shape
+    if images.shape[1] != channels:
+        images = images.mean(1, keepdim=True).expand(-1, channels, -1, -1) if channels in (1, 3) else None
+        if images is None:
+            raise ArchDataError(f"the network wants {channels} input channels; images have 1 or 3", None)
+    if images.shape[2:] != (height, width):
+        images = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False)
+    return images.contiguous()
+
+
+def _normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (images - mean) / std
+
+
+def _digits(input_shape: tuple[int, ...]) -> Data:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(digits.target, dtype=torch.long)
+    train_idx, test_idx = train_test_split(
+        list(range(len(labels))), test_size=DIGITS_TEST_FRACTION, random_state=SPLIT_SEED, stratify=digits.target
+    )
+    fitted = fit_images(images, input_shape)
+    mean, std = fitted[train_idx].mean(), fitted[train_idx].std()
+    fitted = _normalise(fitted, mean, std)
+    return Data(
+        TensorDataset(fitted[train_idx], labels[train_idx]),
+        TensorDataset(fitted[test_idx], labels[test_idx]),
+        10,
+        "digits",
+    )
+
+
+def _synthetic(input_shape: tuple[int, ...], size: int) -> Data:
+    """Ten classes of noisy class templates: learnable, small, no files."""
+    generator = torch.Generator().manual_seed(SPLIT_SEED)
+    templates = torch.randn(10, *input_shape, generator=generator)
+    labels = torch.arange(size + size // 4) % 10
+    noise = torch.randn(len(labels), *input_shape, generator=generator)
+    inputs = templates[labels] + 0.5 * noise
+    return Data(
+        TensorDataset(inputs[:size], labels[:size]),
+        TensorDataset(inputs[size:], labels[size:]),
+        10,
+        "synthetic",
+    )
+
+
+def _torchvision(kind: str, path: str, input_shape: tuple[int, ...]) -> Data:
+    try:
+        from torchvision import datasets, transforms
+    except ImportError:  # pragma: no cover - torchvision is a test dependency
+        raise ArchDataError(f"`--data {kind}` needs torchvision", None, "pip install torchvision") from None
+    if len(input_shape) != 3:
+        raise ArchDataError(f"`{kind}` gives images, but the network's input is flat {list(input_shape)}", None)
+    channels, height, width = input_shape
+    steps = [transforms.Resize((height, width)), transforms.ToTensor()]
+    if channels == 1:
+        steps.insert(0, transforms.Grayscale(1))
+    transform = transforms.Compose(steps)
+    try:
+        if kind == "cifar10":
+            train = datasets.CIFAR10(path, train=True, transform=transform, download=False)
+            test = datasets.CIFAR10(path, train=False, transform=transform, download=False)
+            return Data(train, test, 10, "cifar10")
+        full = datasets.ImageFolder(path, transform=transform)
+    except (RuntimeError, FileNotFoundError, OSError) as err:
+        raise ArchDataError(f"cannot read {kind} data at {path}: {err}", None, code="E803") from None
+    count = len(full)
+    generator = torch.Generator().manual_seed(SPLIT_SEED)
+    order = torch.randperm(count, generator=generator).tolist()
+    cut = max(1, int(count * (1 - DIGITS_TEST_FRACTION)))
+    return Data(
+        torch.utils.data.Subset(full, order[:cut]),
+        torch.utils.data.Subset(full, order[cut:]),
+        len(full.classes),
+        f"imagefolder:{path}",
+    )

@@ -1,0 +1,43 @@
+"""A live progress bar per epoch (loss, accuracy, images/s) and a one-line summary after it."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class RichReporter:
+    """Reports training progress on a Rich console (a live bar only on a terminal)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+        self.task = None
+
+    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        self.progress = Progress(
+            TextColumn(f"epoch {epoch}/{epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.2%}  {task.fields[rate]:.0f} img/s"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+            disable=not self.console.is_terminal,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=batches, loss=0.0, acc=0.0, rate=0.0)
+
+    def step(self, loss: float, acc: float, rate: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, loss=loss, acc=acc, rate=rate)
+
+    def epoch_done(self, record: dict, epochs: int) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        self.console.print(
+            f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f} acc {record['train_acc']:.2%}"
+            f"  test loss {record['test_loss']:.4f} acc {record['test_acc']:.2%}"
+            f"  lr {record['lr']:.4g}  {record['images_per_s']:.0f} img/s  {record['seconds']:.1f} s"
+        )
