@@ -273,7 +273,15 @@ def _binary(expr: ast.Binary, scope: Scope) -> Value:
         raise ArchTypeError("division by zero", expr.right.span, code="E307")
     if expr.op == "**" and (abs(b) > 256 or (abs(a) > 1 and b > 64)):
         raise ArchTypeError(f"exponent {b} is too large", expr.right.span, code="E303")
-    return _check_int(_ARITH[expr.op](a, b), expr.span)
+    try:
+        result = _ARITH[expr.op](a, b)
+    except ZeroDivisionError:
+        raise ArchTypeError(f"`{show(a)} {expr.op} {show(b)}` divides by zero", expr.span, code="E307") from None
+    except OverflowError:
+        raise ArchTypeError("arithmetic overflowed", expr.span, code="E303") from None
+    if isinstance(result, complex):
+        raise ArchTypeError(f"`{show(a)} {expr.op} {show(b)}` is not a real number", expr.span, code="E303")
+    return _check_int(result, expr.span)
 
 
 def _call(expr: ast.FuncCall, scope: Scope) -> Value:

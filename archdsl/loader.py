@@ -38,6 +38,10 @@ class Program:
         return [d for d in self.main.definitions if d.kind == "network"]
 
 
+def _printable(path: Path) -> str:
+    return str(path).encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
 def display_name(path: Path) -> str:
     """How a file is named in diagnostics: relative to the working folder when inside it."""
     try:
@@ -56,23 +60,32 @@ def resolve_source(source: str | os.PathLike[str]) -> tuple[str, str, Path | Non
     if path.suffix == ".arch" or os.sep in source or "/" in source:
         return _read(path)
     zoo_file = zoo_dir() / f"{source}.arch"
-    if zoo_file.is_file():
+    if _is_file(zoo_file):
         return _read(zoo_file)
-    if path.is_file():
+    if _is_file(path):
         return _read(path)
     hint = did_you_mean(source, zoo_names()) or "give a path to a .arch file, or one of: " + ", ".join(zoo_names())
     raise ArchImportError(f"`{source}` is neither a file nor a network of the zoo", None, hint, code="E251")
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, where a name the OS cannot even look up (NUL, surrogates, too long) is no file."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _read(path: Path) -> tuple[str, str, Path]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ArchImportError(f"no such file: {path}", None, code="E251") from None
-    except OSError as err:
-        raise ArchImportError(f"cannot read {path}: {err.strerror}", None, code="E251") from None
+        raise ArchImportError(f"no such file: {_printable(path)}", None, code="E251") from None
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise ArchImportError(f"cannot read {_printable(path)}: {reason}", None, code="E251") from None
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark is not part of the text
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         line_start = data.rfind(b"\n", 0, err.start) + 1
@@ -161,8 +174,11 @@ class _Loader:
             return self._enter(self.virtual[virtual_name], virtual_name, None, root, stack, imp)
         here = real.parent if real is not None else root
         for base in (here, zoo_dir()):
-            candidate = (base / imp.path).resolve()
-            if not candidate.is_file():
+            try:
+                candidate = (base / imp.path).resolve()
+            except (OSError, ValueError):
+                candidate = None
+            if candidate is None or not _is_file(candidate):
                 continue
             allowed = (root.resolve(), zoo_dir().resolve(), here.resolve())
             if not any(candidate.is_relative_to(r) for r in allowed):
