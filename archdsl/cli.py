@@ -247,6 +247,26 @@ def graph_(
         sys.stdout.write(text + "\n")
 
 
+@app.command("export")
+def export_(
+    target: Annotated[str, typer.Argument(help="A file or a zoo name.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="The file to write.")],
+    export_format: Annotated[str, typer.Option("--format", help="torchscript, pt2 or onnx")] = "torchscript",
+    param: ParamOption = None,
+    no_color: NoColor = False,
+) -> None:
+    """Export the compiled network: TorchScript, a torch.export program (pt2) or ONNX."""
+    from archdsl.export import export
+
+    out, err = _consoles(no_color)
+    try:
+        path = export(target, output, export_format, **parse_overrides(param))
+    except ArchError as error:
+        _print_error(error, err)
+        raise typer.Exit(1) from None
+    out.print(f"wrote {path}")
+
+
 @app.command("train")
 def train_(
     target: Annotated[str, typer.Argument(help="A file or a zoo name.")],

@@ -25,10 +25,12 @@ from torch import fx, nn
 
 from archdsl.errors import ArchError, did_you_mean
 
+__all__ = ["FORMATS", "ArchExportError", "export"]
+
 FORMATS = ("torchscript", "pt2", "onnx")
 ONNX_PACKAGES = ("onnx", "onnxscript")
 ONNX_INSTALL = "pip install 'archdsl[onnx]'"
-# protobuf cannot hold a model over 2 GiB: larger weights go to a side file
+# protobuf cannot hold a model over 2 GiB: past 1 GiB of weights they go to `<path>.data`
 ONNX_INLINE_LIMIT = 1 << 30
 
 Inputs = torch.Tensor | Sequence[torch.Tensor]
@@ -37,7 +39,7 @@ Inputs = torch.Tensor | Sequence[torch.Tensor]
 class ArchExportError(ArchError):
     """A network that cannot be exported (unknown format, missing packages, unsupported op)."""
 
-    default_code = "E801"
+    default_code = "E901"
 
 
 def export(
@@ -63,17 +65,20 @@ def export(
       :func:`torch.export.save` (load with :func:`torch.export.load`).
     * ``"onnx"``: :func:`torch.onnx.export` with ``dynamo=True``; needs
       ``onnx`` and ``onnxscript`` (``pip install 'archdsl[onnx]'``). Inputs
-      and outputs are named after the network's input and output nodes.
+      and outputs are named after the network's input and output nodes;
+      weights over 1 GiB go to a side file ``<path>.data``.
 
     ``example_inputs`` (a tensor or a sequence of tensors, one per network
     input) default to random tensors of the declared input shapes with
     batch 1. ``dynamic_batch`` keeps the batch dimension of ``pt2`` and
     ``onnx`` exports symbolic, so the file accepts any batch size.
 
-    Raises :class:`ArchExportError` (an :class:`~archdsl.errors.ArchError`)
-    for an unknown format, missing ONNX packages, a module whose input shapes
-    are unknown, or an exporter failure (the PyTorch error is its
-    ``__cause__``); building from source raises the usual ``ArchError`` s.
+    Raises :class:`ArchExportError` (an :class:`~archdsl.errors.ArchError`):
+    E901 an unknown format, E902 missing ONNX packages, E903 no input shapes
+    (a module not built by archdsl and no ``example_inputs``), E904 an
+    exporter failure (the PyTorch error is its ``__cause__``), E905
+    overrides given with a built module, E906 a missing output folder.
+    Building from source raises the usual ``ArchError`` s.
     """
     fmt = _check_format(format)
     if fmt == "onnx":
@@ -81,6 +86,8 @@ def export(
     module = _resolve_module(module_or_source, overrides)
     inputs = _example_inputs(module, example_inputs)
     target = Path(path)
+    if not target.parent.is_dir():
+        raise ArchExportError(f"cannot write {target}: the folder {target.parent} does not exist", None, code="E906")
     modes = {m: m.training for m in module.modules()}
     module.eval()
     try:
@@ -98,7 +105,7 @@ def export(
             f"cannot export `{_name(module)}` to {fmt}: {_first_line(err)}",
             None,
             _failure_hint(fmt, dynamic_batch),
-            code="E804",
+            code="E904",
         ) from err
     finally:
         for m, training in modes.items():
@@ -116,7 +123,7 @@ def _check_format(format: str) -> str:
         f"unknown export format `{format}`; valid formats: {valid}",
         None,
         hint or f"use one of: {valid}",
-        code="E801",
+        code="E901",
     )
 
 
@@ -128,7 +135,7 @@ def _require_onnx() -> None:
             f"{' and '.join(missing)}, which {'are' if len(missing) > 1 else 'is'} not installed",
             None,
             f"install them with: {ONNX_INSTALL}  (or: pip install onnx onnxscript onnxruntime)",
-            code="E802",
+            code="E902",
         )
 
 
@@ -140,7 +147,7 @@ def _resolve_module(module_or_source: Any, overrides: dict[str, Any]) -> nn.Modu
                 f"overrides ({names}) only apply when exporting from source, not from a built module",
                 None,
                 "pass them to archdsl.load(...), or pass the source instead of the module",
-                code="E805",
+                code="E905",
             )
         return module_or_source
     from archdsl.api import load
@@ -155,16 +162,16 @@ def _example_inputs(module: nn.Module, given: Inputs | None) -> tuple[torch.Tens
             raise ArchExportError(
                 "example_inputs must be a tensor or a sequence of tensors, one per network input",
                 None,
-                code="E803",
+                code="E903",
             )
         return inputs
-    shapes = input_shapes(module)
+    shapes = _input_shapes(module)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     return tuple(torch.randn((1, *shape), generator=gen).to(device) for shape in shapes)
 
 
-def input_shapes(module: nn.Module) -> list[tuple[int, ...]]:
+def _input_shapes(module: nn.Module) -> list[tuple[int, ...]]:
     """The declared shapes (batch excluded) of an archdsl module's inputs, in argument order."""
     meta = getattr(module, "meta", {}).get("archdsl") if isinstance(module, fx.GraphModule) else None
     if not meta or "sources" not in meta:
@@ -172,7 +179,7 @@ def input_shapes(module: nn.Module) -> list[tuple[int, ...]]:
             "cannot tell the input shapes of a module not compiled by archdsl",
             None,
             "pass example_inputs=(tensor, ...) with one tensor per input, batch dimension first",
-            code="E803",
+            code="E903",
         )
     from archdsl.api import graph_of_program
     from archdsl.loader import load_program
@@ -262,4 +269,4 @@ def _failure_hint(fmt: str, dynamic_batch: bool) -> str:
         return "TorchScript cannot compile every Python function; try format='pt2' or 'onnx'"
     if dynamic_batch:
         return "if the network fixes its batch size, try dynamic_batch=False"
-    return "see the chained PyTorch error above for the failing op"
+    return "the chained PyTorch error names the op that failed"

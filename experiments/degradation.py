@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,11 +40,12 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
+    runs = tempfile.mkdtemp(prefix="degradation-")  # checkpoints and per-run files stay out of the repository
     for label, (arch, overrides) in RUNS.items():
         began = time.perf_counter()
         config = TrainConfig(
             arch=arch, overrides=overrides, data=args.data, epochs=args.epochs, lr=args.lr, seed=args.seed,
-            out=str(out / "runs" / label), device="cpu",
+            out=str(Path(runs) / label), device="cpu",
         )
         result = train(config)
         results[label] = {

@@ -86,3 +86,12 @@ def test_help_on_every_command():
     for command in ("check", "compile", "list"):
         result = run(command, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def test_export_command(tmp_path):
+    out = tmp_path / "m.pt2"
+    result = run("export", "cifar_resnet", "--format", "pt2", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_size > 0
+    bad = run("export", "cifar_resnet", "--format", "tflite", "-o", str(tmp_path / "x"))
+    assert bad.returncode == 1 and "valid formats: torchscript, pt2, onnx" in bad.stderr
