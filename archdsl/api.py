@@ -201,28 +201,45 @@ def output_node(g: nx.DiGraph, path: str) -> str:
     )
 
 
-def save_checkpoint(module: fx.GraphModule, path: str | os.PathLike[str]) -> None:
-    """Write (sources, overrides, state_dict) so that :func:`load_checkpoint` restores the module."""
+def checkpoint_payload(module: fx.GraphModule) -> dict[str, Any]:
+    """What a checkpoint holds about a module: its sources, overrides, outputs and weights."""
     meta = module.meta.get("archdsl")
     if not meta:
         raise ArchCheckpointError("this module was not compiled by archdsl (no sources to save)", None, code="E602")
-    payload = {
+    return {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "file": meta["file"],
         "network": meta["network"],
         "sources": meta["sources"],
         "overrides": meta["overrides"],
-        "state_dict": module.state_dict(),
+        "outputs": meta.get("outputs"),
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
     }
+
+
+def atomic_save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """``torch.save`` to a temporary file, then rename: a crash never leaves a truncated checkpoint."""
     target = Path(path)
+    if not target.parent.is_dir():
+        raise ArchCheckpointError(
+            f"cannot write {target}: the folder {target.parent} does not exist", None, code="E606"
+        )
     tmp = target.with_name(target.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, target)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, target)
+    except OSError as err:
+        raise ArchCheckpointError(f"cannot write {target}: {err.strerror or err}", None, code="E606") from None
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> fx.GraphModule:
-    """Rebuild a module from a checkpoint written by :func:`save_checkpoint` (``weights_only`` loading)."""
+def save_checkpoint(module: fx.GraphModule, path: str | os.PathLike[str]) -> None:
+    """Write (sources, overrides, state_dict) so that :func:`load_checkpoint` restores the module."""
+    atomic_save(checkpoint_payload(module), path)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The payload of an archdsl checkpoint, read with ``torch.load(weights_only=True)``."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -231,11 +248,27 @@ def load_checkpoint(path: str | os.PathLike[str]) -> fx.GraphModule:
         raise ArchCheckpointError(f"cannot read checkpoint {path}: {err}", None, code="E601") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ArchCheckpointError(f"{path} is not an archdsl checkpoint", None, code="E603")
+    return payload
+
+
+def program_of(meta: dict[str, Any]) -> Program:
+    """The program stored in a module's meta or a checkpoint payload (no disk access for its sources)."""
+    sources = dict(meta["sources"])
+    return load_program(sources[meta["file"]], meta["file"], None, sources)
+
+
+def graph_of_meta(meta: dict[str, Any]) -> nx.DiGraph:
+    """The validated graph a compiled module (``module.meta["archdsl"]``) or a checkpoint was built from."""
+    return graph_of_program(program_of(meta), network=meta["network"], **dict(meta["overrides"]))
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> fx.GraphModule:
+    """Rebuild a module from a checkpoint written by :func:`save_checkpoint` (``weights_only`` loading)."""
+    payload = read_checkpoint(path)
     try:
-        sources = dict(payload["sources"])
-        file = payload["file"]
-        program = load_program(sources[file], file, None, sources)
-        module = _compile(program, payload["network"], None, dict(payload["overrides"]))
+        module = _compile(
+            program_of(payload), payload["network"], None, dict(payload["overrides"]), payload.get("outputs")
+        )
     except KeyError as err:
         raise ArchCheckpointError(f"checkpoint {path} lacks the entry {err}", None, code="E603") from None
     except ArchError as err:

@@ -7,6 +7,8 @@ are the graph's module paths; stateless ops become ``call_function`` nodes
 
 from __future__ import annotations
 
+import builtins
+import keyword
 from typing import Any
 
 import networkx as nx
@@ -15,10 +17,14 @@ from torch import fx, nn
 
 from archdsl.ops import lookup
 
+# Names the generated forward() uses itself; a node called so gets a trailing underscore.
+_CODEGEN_NAMES = {"self", "torch", "operator", "builtins", "inf", "nan", *dir(builtins)}
+
 
 def fx_name(path: str) -> str:
     """The fx node name for a module path (``layer1.0.conv1`` -> ``layer1_0_conv1``)."""
-    return path.replace(".", "_")
+    name = path.replace(".", "_")
+    return f"{name}_" if name in _CODEGEN_NAMES or keyword.iskeyword(name) else name
 
 
 def ordered_inputs(g: nx.DiGraph, node: str) -> list[str]:

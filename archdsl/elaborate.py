@@ -20,7 +20,7 @@ import networkx as nx
 
 from archdsl import syntax as ast
 from archdsl.errors import ArchError, ArchNameError, ArchTypeError, Span, did_you_mean
-from archdsl.expr import FAILED, Deferred, FailedValue, Scope, evaluate, show, try_evaluate, type_name
+from archdsl.expr import FAILED, Deferred, FailedValue, NeedsShape, Scope, evaluate, show, try_evaluate, type_name
 from archdsl.loader import Program
 from archdsl.ops import lookup, user_ops
 from archdsl.parse import parse_expression
@@ -71,11 +71,17 @@ class Frame:
 
     counters: dict[str, int] = field(default_factory=dict)
 
+    taken: Any = None  # callable: is this full node id already in the graph?
+
     def fresh(self, base: str) -> str:
-        """A local name for an unlabelled node that collides with no label of this frame."""
+        """A local name for an unlabelled node that collides with no label of this frame and no node."""
         n = self.counters.get(base, 0)
         candidate = base if n == 0 else f"{base}_{n}"
-        while candidate in self.reserved or candidate in self.names:
+        while (
+            candidate in self.reserved
+            or candidate in self.names
+            or (self.taken is not None and self.taken(self.prefix + candidate))
+        ):
             n += 1
             candidate = f"{base}_{n}"
         self.counters[base] = n + 1
@@ -100,7 +106,7 @@ class Elaborator:
 
     def network(self, definition: ast.Definition, overrides: Mapping[str, Any]) -> nx.DiGraph:
         """Instantiate ``definition`` with parameter ``overrides``; returns the structural graph."""
-        frame = Frame(prefix="", where=f"network `{definition.name}`", input_ref=None)
+        frame = Frame(prefix="", where=f"network `{definition.name}`", input_ref=None, taken=self.graph.__contains__)
         scope = self._scope(frame)
         self._bind_network_params(definition, overrides, scope)
         output = self._body(definition, frame, scope, cursor=None)
@@ -208,6 +214,8 @@ class Elaborator:
                 self.errors.append(err)
             except FailedValue:
                 pass  # its cause was reported where it happened
+            except NeedsShape:
+                self.errors.append(_reads_shape(stmt.span, "this statement's structure"))
         return cursor
 
     def _statement(self, stmt, definition: ast.Definition, frame: Frame, scope: Scope, cursor):
@@ -249,15 +257,15 @@ class Elaborator:
             return cursor
         raise TypeError(stmt)  # pragma: no cover
 
+    def _concrete(self, expr: ast.Expr, scope: Scope, what: str) -> Any:
+        """Evaluate a value that decides structure, which therefore cannot wait for shapes."""
+        try:
+            return evaluate(expr, scope)
+        except NeedsShape:
+            raise _reads_shape(expr.span, what) from None
+
     def _condition(self, expr: ast.Expr, scope: Scope, what: str) -> bool:
-        value = try_evaluate(expr, scope)
-        if isinstance(value, Deferred):
-            raise ArchTypeError(
-                f"{what} cannot read shapes: the structure must be known before shapes are inferred",
-                expr.span,
-                "decide with a parameter, e.g. `first(project=true)`",
-                code="E325",
-            )
+        value = self._concrete(expr, scope, what)
         if not isinstance(value, bool):
             raise ArchTypeError(f"{what} needs a bool, got {type_name(value)} `{show(value)}`", expr.span, code="E302")
         return value
@@ -270,7 +278,7 @@ class Elaborator:
                 "a block's input is `in`; declare inputs in the network",
                 code="E213",
             )
-        shape = evaluate(stmt.shape, scope)
+        shape = self._concrete(stmt.shape, scope, "an input shape")
         if isinstance(shape, int) and not isinstance(shape, bool):
             shape = (shape,)
         if (
@@ -313,9 +321,11 @@ class Elaborator:
                     cursor = self._stage(target, link, frame, scope, cursor)
                 else:
                     cursor = self._call(target, link.label, link.label_span, link.span, frame, scope, cursor)
-            except (ArchError, FailedValue) as err:
+            except (ArchError, FailedValue, NeedsShape) as err:
                 # Keep going with a placeholder, so later statements are still
                 # checked but nothing downstream repeats this error.
+                if isinstance(err, NeedsShape):
+                    err = _reads_shape(link.span, "this link's structure")
                 if isinstance(err, ArchError):
                     self.errors.append(err)
                 cursor = self._placeholder(frame, link.label, target.span, _callee_name(target))
@@ -438,7 +448,7 @@ class Elaborator:
         if label:
             self._claim(frame, label, label_span or call.span)
         prefix = frame.prefix + (f"{local}." if local else "")
-        inner = Frame(prefix=prefix, where=f"block `{block.name}`", input_ref=cursor)
+        inner = Frame(prefix=prefix, where=f"block `{block.name}`", input_ref=cursor, taken=self.graph.__contains__)
         values = self._bind_block_args(block, call, scope, inner)
         inner_scope = self._scope(inner, values)
         groups = self._groups_now()
@@ -447,7 +457,7 @@ class Elaborator:
         given = [p.name for p in block.params[:positional]]
         given += [a.name for a in call.args if a.name is not None]
         shown = tuple((k, "…" if isinstance(values[k], Deferred) else show(values[k])) for k in given if k in values)
-        if groups and groups[-1].path == prefix.rstrip("."):  # a stage's repeat: add what it was called with
+        if node_path is not None and groups and groups[-1].path == prefix.rstrip("."):  # a stage's repeat
             groups = (*groups[:-1], replace(groups[-1], args=shown))
         elif local:
             groups += (Group(path=prefix.rstrip("."), kind="block", name=block.name, span=call.span, args=shown),)
@@ -510,8 +520,8 @@ class Elaborator:
         if link.label is None:
             raise ArchNameError("a stage needs a name", stage.span, "write `layer1: stage block(...) x N`", code="E220")
         self._claim(frame, link.label, link.label_span or stage.span)
-        count = evaluate(stage.count, scope)
-        if isinstance(count, Deferred) or isinstance(count, bool) or not isinstance(count, int):
+        count = self._concrete(stage.count, scope, "a repeat count")
+        if isinstance(count, bool) or not isinstance(count, int):
             hint = "use `//` for integer division" if isinstance(count, float) else None
             raise ArchTypeError(
                 f"a repeat count must be an int, got {type_name(count)} `{show(count)}`",
@@ -555,10 +565,11 @@ class Elaborator:
                 overridden = {a.name for a in stage.first}
                 args = tuple(a for a in args if a.name not in overridden) + stage.first
             call = ast.Call(stage.call.callee, args, stage.call.span, stage.call.callee_span)
+            is_block = isinstance(self._callee(call, stage.span.file), ast.Definition)
             if connect == "dense" and outputs:
                 concat_id = self._add_node(
                     frame,
-                    f"{link.label}.{name}.in",
+                    f"{link.label}.{name}.in" if is_block else f"{link.label}.into_{name}",
                     stage.span,
                     op="concat",
                     role="dense",
@@ -574,7 +585,6 @@ class Elaborator:
             repeat_group = Group(
                 path=f"{stage_path}.{name}", kind="block", name=stage.call.callee, repeat=i, span=stage.span
             )
-            is_block = isinstance(self._callee(call, stage.span.file), ast.Definition)
             with self._grouped(groups + ((repeat_group,) if is_block else ())):
                 out = self._call(
                     call, None, None, stage.span, frame, repeat_scope, layer_input, node_path=f"{link.label}.{name}"
@@ -608,7 +618,7 @@ class Elaborator:
                 raise ArchTypeError("unclosed `{` in the names template", span, code="E319")
             out.append(template[pos:start])
             expr = parse_expression(template[start + 1 : end], span.file, span.line, span.column + 2 + start)
-            value = evaluate(expr, scope)
+            value = self._concrete(expr, scope, "a names template")
             out.append(str(value) if not isinstance(value, bool) else show(value))
             pos = end + 1
         name = "".join(out)
@@ -627,7 +637,7 @@ class Elaborator:
     def _skip(self, skip: ast.Skip, frame: Frame, scope: Scope):
         policy = skip.policy or "identity"
         if policy in scope.values:  # `via shortcut` where `shortcut` is a parameter holding the policy
-            policy = evaluate(ast.Name(policy, skip.policy_span or skip.span), scope)
+            policy = self._concrete(ast.Name(policy, skip.policy_span or skip.span), scope, "a shortcut policy")
             if not isinstance(policy, str):
                 raise ArchTypeError(
                     f"a shortcut policy is a string, got {type_name(policy)} `{show(policy)}`",
@@ -735,6 +745,15 @@ class Elaborator:
         """Resolve the network's output references (after edges are resolved)."""
         outs = [self.resolve(r) for r in self._output_refs]
         return [o for o in outs if o is not None]
+
+
+def _reads_shape(span: Span, what: str) -> ArchTypeError:
+    return ArchTypeError(
+        f"{what} cannot read shapes: the structure must be known before shapes are inferred",
+        span,
+        "decide with a parameter, e.g. `first(project=true)`",
+        code="E325",
+    )
 
 
 def _callee_name(target) -> str:

@@ -7,6 +7,7 @@ the renderer rely on it, so it runs before either sees a graph.
 from __future__ import annotations
 
 import networkx as nx
+from torch import fx, nn
 
 from archdsl.errors import ArchError, ArchGraphError, Label
 from archdsl.ops import lookup
@@ -78,10 +79,26 @@ def check_reachability(g: nx.DiGraph) -> list[ArchError]:
     return errors
 
 
+# Attributes of every GraphModule (class and instance): a submodule may not shadow them.
+_MODULE_ATTRIBUTES = set(dir(fx.GraphModule)) | set(vars(nn.Module())) | {"graph", "code", "meta"}
+
+
 def check_module_paths(g: nx.DiGraph) -> list[ArchError]:
-    """A node with weights cannot also be the parent of other nodes' paths (``x`` and ``x.y``)."""
+    """Paths that cannot become submodules: ``x`` above ``x.y``, or names PyTorch modules already use."""
     errors: list[ArchError] = []
     stateful = {n for n, d in g.nodes(data=True) if (spec := lookup(d["op"])) is not None and spec.stateful}
+    for node in stateful:
+        taken = [part for part in node.split(".") if part in _MODULE_ATTRIBUTES]
+        if taken:
+            data = g.nodes[node]
+            errors.append(
+                ArchGraphError(
+                    f"`{node}` cannot be a module path: `{taken[0]}` is a name every PyTorch module already has",
+                    data.get("label_span") or data["span"],
+                    f"rename it, e.g. `{taken[0]}_`",
+                    code="E230",
+                )
+            )
     for node in g.nodes:
         parts = node.split(".")
         for cut in range(1, len(parts)):

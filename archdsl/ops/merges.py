@@ -123,7 +123,7 @@ register(
         inputs_in_args=True,
         infer=lambda args, shapes: _all_equal("gate", shapes),
         emit=lambda call, inputs, args: call(highway_gate, tuple(inputs)),
-        edge_kind=lambda position: ("gate", "flow", "skip")[position],
+        edge_kind=lambda position: ("gate", "flow", "skip")[position] if position < 3 else "flow",
     )
 )
 

@@ -140,12 +140,22 @@ def train(config: TrainConfig, reporter=None) -> TrainResult:
         env.close()
 
 
+# What a resumed run takes from the command line rather than from its checkpoint.
+_NOT_RESTORED = ("resume", "stop_after", "device", "progress", "out")
+
+
 def _train(config: TrainConfig, env: Distributed, reporter) -> TrainResult:
     payload = _read_checkpoint(config.resume) if config.resume else None
     if payload is not None:
-        stored = payload["training"]["config"]
-        config.arch, config.overrides = stored["arch"], dict(payload["overrides"])
-    graph = api.graph(config.arch, **config.overrides)
+        # A resumed run is the same run: its data, schedule and optimizer come from the checkpoint.
+        for key, value in payload["training"]["config"].items():
+            if key not in _NOT_RESTORED and hasattr(config, key):
+                setattr(config, key, value)
+        config.overrides = dict(payload["overrides"])
+        config.out = config.out or str(Path(config.resume).parent)
+        graph = api.graph_of_meta(payload)
+    else:
+        graph = api.graph(config.arch, **config.overrides)
     data = load_data(config.data, graph.nodes[graph.graph["inputs"][0]]["shape"], synthetic_size=config.synthetic_size)
     check_fit(graph, data)
     out = Path(config.out or os.path.join("runs", graph.graph["name"]))
@@ -166,6 +176,8 @@ def _train(config: TrainConfig, env: Distributed, reporter) -> TrainResult:
         history = list(payload["training"]["history"])
         start = int(payload["training"]["epoch"])
         torch.set_rng_state(payload["training"]["rng"])
+        if torch.cuda.is_available() and payload["training"].get("cuda_rng"):
+            torch.cuda.set_rng_state_all(payload["training"]["cuda_rng"])
     else:
         torch.manual_seed(config.seed)
     wrapped = nn.parallel.DistributedDataParallel(model) if env.world > 1 else model
@@ -175,13 +187,17 @@ def _train(config: TrainConfig, env: Distributed, reporter) -> TrainResult:
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
+        _keep_metrics(out / METRICS_NAME, start)
     last = config.epochs if not config.stop_after else min(config.epochs, start + config.stop_after)
     for epoch in range(start, last):
         sampler.set_epoch(epoch)
         began = time.perf_counter()
-        train_loss, train_acc, seen = _epoch(wrapped, loader, optimizer, criterion, config, env, epoch, reporter)
+        lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trains at
+        train_loss, train_acc, seen, train_seconds = _epoch(
+            wrapped, loader, optimizer, criterion, config, env, epoch, reporter
+        )
         if env.world > 1:
-            # DDP keeps parameters in step; batch-norm statistics are per rank until rank 0's are shared.
+            # DDP's forward shares rank 0's buffers; after the last step they differ again until shared.
             for buffer in model.buffers():
                 dist.broadcast(buffer, src=0)
         scheduler.step()
@@ -193,8 +209,8 @@ def _train(config: TrainConfig, env: Distributed, reporter) -> TrainResult:
             "train_acc": round(train_acc, 6),
             "test_loss": round(test_loss, 6),
             "test_acc": round(test_acc, 6),
-            "lr": optimizer.param_groups[0]["lr"],
-            "images_per_s": round(seen * env.world / seconds, 1),
+            "lr": lr,
+            "images_per_s": round(seen / max(1e-9, train_seconds), 1),
             "seconds": round(seconds, 3),
         }
         history.append(record)
@@ -209,7 +225,14 @@ def _train(config: TrainConfig, env: Distributed, reporter) -> TrainResult:
     return TrainResult(model, history, out)
 
 
-def _epoch(model, loader, optimizer, criterion, config, env, epoch, reporter) -> tuple[float, float, int]:
+def _keep_metrics(path: Path, epochs: int) -> None:
+    """Keep the metrics of the first ``epochs`` epochs only (a fresh run starts an empty file)."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)[:epochs] if path.exists() else []
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+def _epoch(model, loader, optimizer, criterion, config, env, epoch, reporter) -> tuple[float, float, int, float]:
+    """One pass over the training data; returns mean loss, accuracy and samples over all ranks, and seconds."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     autocast = env.device.type == "cuda" and config.amp
@@ -233,7 +256,12 @@ def _epoch(model, loader, optimizer, criterion, config, env, epoch, reporter) ->
         if reporter is not None and env.main:
             rate = seen * env.world / max(1e-9, time.perf_counter() - began)
             reporter.step(total_loss / seen, correct / seen, rate)
-    return total_loss / max(1, seen), correct / max(1, seen), seen
+    seconds = time.perf_counter() - began
+    if env.world > 1:
+        sums = torch.tensor([total_loss, correct, seen], dtype=torch.float64, device=env.device)
+        dist.all_reduce(sums)
+        total_loss, correct, seen = sums[0].item(), int(sums[1].item()), int(sums[2].item())
+    return total_loss / max(1, seen), correct / max(1, seen), seen, seconds
 
 
 @torch.no_grad()
@@ -253,64 +281,44 @@ def evaluate_model(model: nn.Module, loader: DataLoader, device, criterion=None)
 
 def evaluate(checkpoint: str, data_spec: str, device: str = "auto", batch_size: int = 256) -> dict[str, float]:
     """Accuracy and loss of a checkpoint on a dataset's test split."""
+    target = Distributed(device).device if int(os.environ.get("WORLD_SIZE", "1")) == 1 else torch.device("cpu")
     model = api.load_checkpoint(checkpoint)
-    meta = model.meta["archdsl"]
-    graph = api.graph_of_program(
-        api.load_program(meta["sources"][meta["file"]], meta["file"], None, meta["sources"]), **meta["overrides"]
-    )
+    graph = api.graph_of_meta(model.meta["archdsl"])
     data = load_data(data_spec, graph.nodes[graph.graph["inputs"][0]]["shape"])
     check_fit(graph, data)
-    target = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
     loss, acc = evaluate_model(model.to(target), DataLoader(data.test, batch_size=batch_size), target)
-    return {"test_loss": loss, "test_acc": acc, "samples": len(data.test)}
+    return {"test_loss": loss, "test_acc": acc, "samples": len(data.test), "network": graph.graph["name"]}
 
 
 def save_training_checkpoint(path: Path, model, optimizer, scheduler, epoch, history, config: TrainConfig) -> None:
     """Write a resumable checkpoint atomically (a temporary file, then a rename)."""
-    meta = model.meta["archdsl"]
-    payload = {
-        "format": api.CHECKPOINT_FORMAT,
-        "version": api.CHECKPOINT_VERSION,
-        "file": meta["file"],
-        "network": meta["network"],
-        "sources": meta["sources"],
-        "overrides": meta["overrides"],
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "training": {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-            "history": history,
-            "rng": torch.get_rng_state(),
-            "config": {k: v for k, v in asdict(config).items() if k != "overrides"},
-        },
+    payload = api.checkpoint_payload(model)
+    payload["training"] = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "history": history,
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "config": {k: v for k, v in asdict(config).items() if k != "overrides"},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    api.atomic_save(payload, path)
 
 
 def _read_checkpoint(path: str) -> dict:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ArchDataError(f"no such checkpoint: {path}", None, code="E807") from None
-    except Exception as err:
-        raise ArchDataError(f"cannot read checkpoint {path}: {err}", None, code="E807") from None
-    if not isinstance(payload, dict) or "training" not in payload:
+    payload = api.read_checkpoint(path)
+    if "training" not in payload:
         raise ArchDataError(f"{path} is not a training checkpoint (nothing to resume)", None, code="E807")
     return payload
 
 
 def plot_history(history: list[dict[str, float]], path: Path, title: str = "") -> None:
-    """Loss and accuracy curves (train and test) per epoch, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Loss and accuracy curves (train and test) per epoch, as a PNG (no pyplot: the caller's backend is left alone)."""
+    from matplotlib.figure import Figure
 
     epochs = [h["epoch"] for h in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    left, right = fig.subplots(1, 2)
     left.plot(epochs, [h["train_loss"] for h in history], label="train")
     left.plot(epochs, [h["test_loss"] for h in history], label="test")
     left.set_xlabel("epoch")
@@ -324,4 +332,3 @@ def plot_history(history: list[dict[str, float]], path: Path, title: str = "") -
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
