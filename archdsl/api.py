@@ -87,6 +87,12 @@ def _with_edges(g: nx.DiGraph, edges: list[tuple[str, str]]) -> nx.DiGraph:
     return h
 
 
+def title_of(g: nx.DiGraph) -> str:
+    """The first line of a network's docstring, or its name."""
+    lines = (g.graph.get("doc") or "").strip().splitlines()
+    return lines[0].strip() if lines else g.graph["name"]
+
+
 class ArchGraph(nx.DiGraph):
     """The validated graph of a network: a ``networkx.DiGraph`` that draws itself in notebooks."""
 

@@ -56,7 +56,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
             raise typer.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="-p")
         try:
             value = evaluate(parse_expression(raw.strip(), "<-p>", 1, 1), Scope({}, "a -p value"))
-        except ArchError:
+        except (ArchError, RecursionError):
             value = raw.strip()
         overrides[name] = value
     return overrides
@@ -138,7 +138,11 @@ def compile_(
         table.add_row(f"output {name}", str(list(value.shape)))
     out.print(table)
     if output:
-        api.save_checkpoint(module, output)
+        try:
+            api.save_checkpoint(module, output)
+        except ArchError as error:
+            _print_error(error, err)
+            raise typer.Exit(1) from None
         out.print(f"wrote {output}")
 
 
@@ -198,8 +202,7 @@ def summary(
     except ArchError as error:
         _print_error(error, err)
         raise typer.Exit(1) from None
-    doc = (g.graph.get("doc") or g.graph["name"]).strip().splitlines()[0]
-    table = Table(title=doc, title_justify="left")
+    table = Table(title=api.title_of(g), title_justify="left")
     for column in ("module path", "op", "output shape"):
         table.add_column(column)
     for column in ("parameters", "MACs", "activations"):
@@ -240,8 +243,12 @@ def graph_(
         raise typer.Exit(1) from None
     text = to_graphml(g) if fmt == "graphml" else json.dumps(to_node_link(g), indent=1)
     if output:
-        with open(output, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        try:
+            with open(output, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as error:
+            err.print(f"error: cannot write {output}: {error.strerror or error}", markup=False)
+            raise typer.Exit(1) from None
         out.print(f"wrote {output}")
     else:
         sys.stdout.write(text + "\n")
@@ -324,7 +331,7 @@ def train_(
 
 @app.command("eval")
 def eval_(
-    target: Annotated[str, typer.Argument(help="Ignored when the checkpoint holds the network; kept for symmetry.")],
+    target: Annotated[str, typer.Argument(help="The network the checkpoint must hold (a file or zoo name).")],
     checkpoint: Annotated[str, typer.Option(help="A checkpoint from `archdsl train` or `compile -o`.")],
     data: Annotated[str, typer.Option(help="digits, synthetic, imagefolder:PATH or cifar10:PATH")] = "digits",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
@@ -334,11 +341,17 @@ def eval_(
     from archdsl.train import evaluate
 
     console, err = _consoles(no_color)
+    if device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter("use auto, cpu or cuda", param_hint="--device")
     try:
         result = evaluate(checkpoint, data, device=device)
+        expected = api.graph(target, **api.read_checkpoint(checkpoint)["overrides"]).graph["name"]
     except ArchError as error:
         _print_error(error, err)
         raise typer.Exit(1) from None
+    if expected != result["network"]:
+        err.print(f"error: {checkpoint} holds network `{result['network']}`, not `{expected}`", markup=False)
+        raise typer.Exit(1)
     console.print(
         f"{data}: test accuracy {result['test_acc']:.2%}, loss {result['test_loss']:.4f} ({result['samples']} samples)"
     )
@@ -357,10 +370,7 @@ def list_(no_color: NoColor = False) -> None:
             _print_error(error, err)
             failed = True
             continue
-        title = (g.graph.get("doc") or "").strip().splitlines()
-        table.add_row(
-            name, title[0] if title else "", f"{g.graph['total_params']:,}", f"{g.graph['total_macs'] / 1e9:.3f}"
-        )
+        table.add_row(name, api.title_of(g), f"{g.graph['total_params']:,}", f"{g.graph['total_macs'] / 1e9:.3f}")
     out.print(table)
     raise typer.Exit(1 if failed else 0)
 

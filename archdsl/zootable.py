@@ -42,7 +42,7 @@ def weighted_depth(g: nx.DiGraph) -> int:
 def describe(name: str) -> ZooEntry:
     """Build a zoo network with its defaults and read its figures and docstring."""
     g = graph(name)
-    doc = (g.graph.get("doc") or "").strip().splitlines()
+    doc = (g.graph.get("doc") or "").strip().splitlines() or [g.graph["name"]]
     checked = next(
         (line.split(":", 1)[1].strip().rstrip(".") for line in doc if line.startswith("Checked against:")), ""
     )

@@ -74,7 +74,9 @@ def to_dot(g: nx.DiGraph, view: View, *, rankdir: str = "TB", clusters: bool = T
 
 
 def _title(g: nx.DiGraph) -> str:
-    doc = (g.graph.get("doc") or g.graph["name"]).strip().splitlines()[0]
+    from archdsl.api import title_of
+
+    doc = title_of(g)
     totals = f"{g.graph['total_params']:,} parameters · {_si(g.graph['total_macs'])}MACs per input"
     return _escape(f"{doc}\n{totals}")
 
@@ -242,10 +244,13 @@ def write(dot_source: str, path: str | Path) -> Path:
         raise ArchRenderError(
             f"cannot write `{path.name}`: unknown format `{fmt or '(none)'}`", None, "use .svg, .png, .pdf or .dot"
         )
-    if fmt == "dot":
-        path.write_text(dot_source, encoding="utf-8")
-        return path
-    path.write_bytes(run_dot(dot_source, fmt))
+    if not path.parent.is_dir():
+        raise ArchRenderError(f"cannot write {path}: the folder {path.parent} does not exist", None)
+    data = dot_source.encode("utf-8") if fmt == "dot" else run_dot(dot_source, fmt)
+    try:
+        path.write_bytes(data)
+    except OSError as err:
+        raise ArchRenderError(f"cannot write {path}: {err.strerror or err}", None) from None
     return path
 
 
