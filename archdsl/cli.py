@@ -219,6 +219,52 @@ def summary(
     out.print("activations: float32 outputs of every layer for one input, as kept for the backward pass")
 
 
+@app.command()
+def fmt(
+    files: Annotated[list[str], typer.Argument(help=".arch files to format in place.")],
+    check: Annotated[bool, typer.Option("--check", help="Change nothing; exit 1 if a file would change.")] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Print the changes instead of writing them.")] = False,
+    no_color: NoColor = False,
+) -> None:
+    """Format .arch files canonically, keeping every comment; never changes what a file means."""
+    import difflib
+    from pathlib import Path
+
+    from archdsl.fmt import format_source
+
+    out, err = _consoles(no_color)
+    changed, failed = [], False
+    for name in files:
+        path = Path(name)
+        try:
+            text = path.read_text(encoding="utf-8")
+            formatted = format_source(text, name)
+        except (OSError, UnicodeDecodeError) as error:
+            err.print(f"error: cannot read {name}: {error}", markup=False)
+            failed = True
+            continue
+        except ArchError as error:
+            _print_error(error.with_sources({name: text}), err)
+            failed = True
+            continue
+        if formatted == text:
+            continue
+        changed.append(name)
+        if diff:
+            lines = difflib.unified_diff(
+                text.splitlines(keepends=True), formatted.splitlines(keepends=True), name, f"{name} (formatted)"
+            )
+            sys.stdout.write("".join(lines))
+        elif not check:
+            path.write_text(formatted, encoding="utf-8", newline="")
+    verb = "would reformat" if (check or diff) else "reformatted"
+    for name in changed:
+        out.print(f"{verb} {name}")
+    if not changed and not failed:
+        out.print(f"{len(files)} file(s) already formatted")
+    raise typer.Exit(1 if failed or (check and changed) else 0)
+
+
 @app.command("graph")
 def graph_(
     target: Annotated[str, typer.Argument(help="A file or a zoo name.")],

@@ -31,10 +31,12 @@ Canonical style
 * Chains keep the line breaks their author made between links, always
   written with the arrow starting the continuation line, indented one level
   more than the statement (a break written after an arrow moves before it).
-  A chain line longer than :data:`WIDTH` (128) columns is broken before an
-  arrow, greedily: as many links per line as fit. Nothing else is broken:
-  a long parameter list or ``assert`` stays on one line. (128 keeps the zoo's
-  one-line conv/bn/relu/pool groups of the VGG-BN files, 122 columns, intact.)
+  A chain line longer than :data:`WIDTH` (128) columns, not counting its
+  trailing comment, is broken before an arrow, greedily: as many links per
+  line as fit. Breaks are never removed, and nothing else is broken: a long
+  parameter list or ``assert`` stays on one line. (128 keeps the zoo's
+  one-line conv/bn/relu/pool groups of the VGG-BN files, 122 columns, intact;
+  at 120 those four files would change, at 100 also AlexNet and GoogLeNet.)
 * Bodies: ``block name(params) {``, ``if cond {``, ``} else {`` and
   ``} else if cond {`` on one line; an empty body is ``{`` and ``}`` on two
   lines. Blank lines between statements and comments are kept, at most one in
@@ -51,7 +53,14 @@ Canonical style
   place because its line is joined (inside brackets, a parameter list, a
   chain broken after an arrow) moves to a line of its own just above the
   statement it was in, with the comments of that statement that came before
-  it, so that the order of all comments never changes.
+  it, so that the order of all comments never changes. (A comment line between
+  a line and its ``->`` continuation line ends the statement: that text does
+  not parse, and the formatter never writes it.)
+* Multi-line (triple-quoted) strings are copied verbatim, line breaks
+  included: their inner lines keep their indentation, trailing whitespace
+  and ``\\r\\n``, since the string's value depends on them.
+
+:func:`check` says whether a text is already canonical.
 """
 
 from __future__ import annotations
@@ -73,7 +82,6 @@ WIDTH = 128
 """Chain lines longer than this many columns are broken before an arrow."""
 
 _INDENT = "    "
-_OPENING = ("LPAR", "LSQB")
 _CLOSING = ("RPAR", "RSQB")
 
 
@@ -127,7 +135,7 @@ def _start(tok: Token) -> int:
     return tok.end_pos - 2 if tok.type == "_ARROW" else tok.start_pos
 
 
-def _line(tok: Token) -> int:
+def _start_line(tok: Token) -> int:
     return tok.end_line if tok.type == "_ARROW" else tok.line
 
 
@@ -282,7 +290,6 @@ class _Comment:
     text: str
     slot: tuple[str, int] = ("end", 0)  # ("before" | "after", line index) or ("end", 0)
     hoisted: bool = False
-    blank: bool = False
 
 
 @dataclass
@@ -365,7 +372,7 @@ class _Layout:
         text, tokens = links[0]
         first = True
         for arrow, (link_text, link_tokens) in zip(arrows, links[1:], strict=True):
-            broken = _line(link_tokens[0]) > tokens[-1].end_line
+            broken = _start_line(link_tokens[0]) > tokens[-1].end_line
             indent = depth if first else depth + 1
             if broken or len(_INDENT) * indent + len(text) + 4 + len(link_text) > self.width:
                 self.add(indent, text, tokens, cont=not first)

@@ -95,3 +95,19 @@ def test_export_command(tmp_path):
     assert out.stat().st_size > 0
     bad = run("export", "cifar_resnet", "--format", "tflite", "-o", str(tmp_path / "x"))
     assert bad.returncode == 1 and "valid formats: torchscript, pt2, onnx" in bad.stderr
+
+
+def test_fmt_command_check_diff_and_write(tmp_path):
+    path = tmp_path / "n.arch"
+    path.write_text("network n(a=1) {\n  input x:[3,8,8]   # in\n  c : conv( 4,k=3 ,pad=1)->relu\n}\n")
+    check = run("fmt", "--check", str(path))
+    assert check.returncode == 1 and "would reformat" in check.stdout
+    diff = run("fmt", "--diff", str(path))
+    assert diff.returncode == 0 and "+    c: conv(4, k=3, pad=1) -> relu" in diff.stdout
+    assert run("fmt", str(path)).returncode == 0
+    assert path.read_text() == "network n(a = 1) {\n    input x: [3, 8, 8]  # in\n    c: conv(4, k=3, pad=1) -> relu\n}\n"
+    assert run("fmt", "--check", str(path)).returncode == 0
+    broken = tmp_path / "b.arch"
+    broken.write_text("network n {\n input x: [3\n}\n")
+    result = run("fmt", str(broken))
+    assert result.returncode == 1 and "error[E101]" in result.stderr
