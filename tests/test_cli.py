@@ -105,7 +105,8 @@ def test_fmt_command_check_diff_and_write(tmp_path):
     diff = run("fmt", "--diff", str(path))
     assert diff.returncode == 0 and "+    c: conv(4, k=3, pad=1) -> relu" in diff.stdout
     assert run("fmt", str(path)).returncode == 0
-    assert path.read_text() == "network n(a = 1) {\n    input x: [3, 8, 8]  # in\n    c: conv(4, k=3, pad=1) -> relu\n}\n"
+    expected = "network n(a = 1) {\n    input x: [3, 8, 8]  # in\n    c: conv(4, k=3, pad=1) -> relu\n}\n"
+    assert path.read_text() == expected
     assert run("fmt", "--check", str(path)).returncode == 0
     broken = tmp_path / "b.arch"
     broken.write_text("network n {\n input x: [3\n}\n")
