@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--data", default="digits")
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup", type=int, default=0, help="epochs at lr/10 first (the paper's warm-up)")
     parser.add_argument("--out", default="docs/experiments")
     args = parser.parse_args()
     out = Path(args.out)
@@ -44,8 +45,15 @@ def main() -> None:
     for label, (arch, overrides) in RUNS.items():
         began = time.perf_counter()
         config = TrainConfig(
-            arch=arch, overrides=overrides, data=args.data, epochs=args.epochs, lr=args.lr, seed=args.seed,
-            out=str(Path(runs) / label), device="cpu",
+            arch=arch,
+            overrides=overrides,
+            data=args.data,
+            epochs=args.epochs,
+            lr=args.lr,
+            seed=args.seed,
+            warmup=args.warmup,
+            out=str(Path(runs) / label),
+            device="cpu",
         )
         result = train(config)
         results[label] = {

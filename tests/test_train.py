@@ -230,3 +230,8 @@ def test_torchrun_runs_the_cli(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("epoch   1/1") == 1  # one report, from rank 0
     assert (run / "checkpoint.pt").exists()
+
+
+def test_warmup_trains_at_a_tenth_of_the_rate_first(tiny_resnet, tmp_path):
+    result = train(tiny(tiny_resnet, tmp_path, epochs=4, warmup=2, schedule="none", lr=0.05))
+    assert [h["lr"] for h in result.history] == pytest.approx([0.005, 0.005, 0.05, 0.05])

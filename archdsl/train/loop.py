@@ -43,6 +43,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"  # "cosine", "step" (x0.1 at 50% and 75% of the epochs) or "none"
+    warmup: int = 0  # epochs at a tenth of the learning rate first (He et al. 2015 warm up ResNet-110 so)
     label_smoothing: float = 0.0
     seed: int = 0
     device: str = "auto"  # "auto", "cpu" or "cuda"
@@ -109,14 +110,20 @@ def check_fit(graph, data: Data) -> None:
 
 
 def _schedule(optimizer, config: TrainConfig):
+    epochs = max(1, config.epochs - config.warmup)
     if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs))
-    if config.schedule == "step":
-        milestones = [max(1, config.epochs // 2), max(1, (3 * config.epochs) // 4)]
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
-    if config.schedule == "none":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-    raise ArchDataError(f"unknown schedule `{config.schedule}`", None, "use cosine, step or none", code="E806")
+        main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    elif config.schedule == "step":
+        milestones = [max(1, epochs // 2), max(1, (3 * epochs) // 4)]
+        main = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    elif config.schedule == "none":
+        main = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    else:
+        raise ArchDataError(f"unknown schedule `{config.schedule}`", None, "use cosine, step or none", code="E806")
+    if config.warmup <= 0:
+        return main
+    warm = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=0.1, total_iters=config.warmup)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[config.warmup])
 
 
 def _optimizer(model: nn.Module, config: TrainConfig):
