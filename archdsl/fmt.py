@@ -73,8 +73,7 @@ from functools import cache
 from lark import Lark, Token, Tree
 
 from archdsl.errors import ArchSyntaxError
-from archdsl.parse import _Postlexer, parse
-from archdsl.resources import grammar_path
+from archdsl.parse import build_parser, parse
 
 __all__ = ["WIDTH", "check", "format_source"]
 
@@ -103,16 +102,7 @@ _LOCK = threading.Lock()
 @cache
 def _cst_parser() -> Lark:
     """The parser of :mod:`archdsl.parse`, keeping every token (a concrete syntax tree) and reporting comments."""
-    return Lark(
-        grammar_path().read_text(encoding="utf-8"),
-        parser="lalr",
-        lexer="contextual",
-        postlex=_Postlexer(),
-        propagate_positions=True,
-        maybe_placeholders=True,
-        keep_all_tokens=True,
-        lexer_callbacks={"COMMENT": _SINK},
-    )
+    return build_parser(keep_all_tokens=True, lexer_callbacks={"COMMENT": _SINK})
 
 
 def _parse_cst(text: str) -> tuple[Tree, list[Token]]:

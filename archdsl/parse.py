@@ -93,8 +93,8 @@ class _Postlexer:
             yield Token.new_borrow_pos("_NL", "\n", last)
 
 
-@cache
-def _parser() -> Lark:
+def build_parser(**options) -> Lark:
+    """A Lark parser of ``.arch`` files as this module uses it; ``options`` add to Lark's (e.g. lexer callbacks)."""
     return Lark(
         grammar_path().read_text(encoding="utf-8"),
         parser="lalr",
@@ -102,7 +102,13 @@ def _parser() -> Lark:
         postlex=_Postlexer(),
         propagate_positions=True,
         maybe_placeholders=True,
+        **options,
     )
+
+
+@cache
+def _parser() -> Lark:
+    return build_parser()
 
 
 @cache
