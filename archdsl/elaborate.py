@@ -563,7 +563,7 @@ class Elaborator:
             args = stage.call.args
             if i == 0 and stage.first:
                 overridden = {a.name for a in stage.first}
-                args = tuple(a for a in args if a.name not in overridden) + stage.first
+                args = tuple(a for a in self._by_name(stage.call, args) if a.name not in overridden) + stage.first
             call = ast.Call(stage.call.callee, args, stage.call.span, stage.call.callee_span)
             is_block = isinstance(self._callee(call, stage.span.file), ast.Definition)
             if connect == "dense" and outputs:
@@ -601,6 +601,15 @@ class Elaborator:
             result = outputs[-1]
         frame.names[link.label] = result
         return result
+
+    def _by_name(self, call: ast.Call, args: tuple[ast.Arg, ...]) -> tuple[ast.Arg, ...]:
+        """Positional arguments named after the callee's parameters, so `first(...)` can replace them."""
+        target = self._callee(call, call.span.file)
+        if not isinstance(target, ast.Definition) and target.inputs_in_args:
+            return args
+        names = [p.name for p in target.params] if isinstance(target, ast.Definition) else list(target.arg_names)
+        positional = iter(names)
+        return tuple(ast.Arg(next(positional, None), a.value, a.span) if a.name is None else a for a in args)
 
     def _groups_now(self) -> tuple[Group, ...]:
         return self._groups

@@ -341,3 +341,18 @@ def test_node_order_is_deterministic_across_hash_seeds():
             ).stdout
         )
     assert len(outputs) == 1
+
+
+def test_first_replaces_arguments_given_by_position():
+    g = build("""
+    block b(c, stride = 1) {
+        conv: conv(c, k=3, stride=stride, pad=1)
+    }
+    network n {
+        input x: [3, 8, 8]
+        s: stage b(4, 1) x 2, first(stride=2)
+        t: stage conv(4, 3, pad=1) x 2, first(k=1, pad=0)
+    }
+    """)
+    assert g.nodes["s.0.conv"]["args"]["stride"] == (2, 2) and g.nodes["s.1.conv"]["args"]["stride"] == (1, 1)
+    assert g.nodes["t.0"]["args"]["k"] == (1, 1) and g.nodes["t.1"]["args"]["k"] == (3, 3)
