@@ -4,6 +4,9 @@ Blocks are instantiated, stages repeated, dense connections and skips
 expanded. Op arguments stay unevaluated here (they may read inferred shapes,
 ``in.channels``); :mod:`archdsl.shapes` evaluates them in topological order.
 
+Stages are expanded by :class:`archdsl.stages.StageExpander`; the names of a
+block instance live in an :class:`archdsl.frames.Frame`.
+
 Structural node attributes: ``op``, ``call`` (the ``ast.Arg`` s), ``scope``,
 ``span``, ``groups``, and for inputs the evaluated ``args``. Skips leave a
 ``shortcut`` node whose policy is applied once shapes are known.
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import networkx as nx
@@ -21,75 +24,18 @@ import networkx as nx
 from archdsl import syntax as ast
 from archdsl.errors import ArchError, ArchNameError, ArchTypeError, Span, did_you_mean
 from archdsl.expr import FAILED, Deferred, FailedValue, NeedsShape, Scope, evaluate, show, try_evaluate, type_name
+from archdsl.frames import Frame, Group, NodeRef, Unresolved
 from archdsl.loader import Program
 from archdsl.ops import lookup, user_ops
-from archdsl.parse import parse_expression
+from archdsl.stages import StageExpander
 
 SHORTCUT_POLICIES = ("identity", "projection", "zeropad")
-CONNECT_MODES = ("chain", "dense")
 DEFAULT_SHORTCUT_NAME = "downsample"
 MAX_BLOCK_DEPTH = 64
-MAX_REPEAT = 10_000
 MAX_NODES = 200_000
 
 
-@dataclass(frozen=True)
-class Group:
-    """A stage or block instance that a node belongs to (outermost first)."""
-
-    path: str  # module path of the group, e.g. "layer2" or "layer2.0"
-    kind: str  # "stage" or "block"
-    name: str  # the block (or op) that was repeated / instantiated
-    repeat: int | None = None  # index within the stage
-    span: Span | None = field(default=None, compare=False)  # where it was instantiated
-    args: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # the block's arguments, as written values
-
-
-@dataclass(frozen=True)
-class Unresolved:
-    """A name used before the whole block instance is known."""
-
-    frame: Frame
-    path: str
-    span: Span
-
-
-NodeRef = Any  # str (a node id) or Unresolved
-
-
-@dataclass(eq=False)
-class Frame:
-    """Names of one block (or network) instance."""
-
-    prefix: str
-    where: str
-    input_ref: NodeRef | None
-    names: dict[str, NodeRef] = field(default_factory=dict)
-    name_spans: dict[str, Span] = field(default_factory=dict)
-    reserved: set[str] = field(default_factory=set)
-    outputs: list[ast.Ref] | None = None
-
-    counters: dict[str, int] = field(default_factory=dict)
-
-    taken: Any = None  # callable: is this full node id already in the graph?
-
-    def fresh(self, base: str) -> str:
-        """A local name for an unlabelled node that collides with no label of this frame and no node."""
-        n = self.counters.get(base, 0)
-        candidate = base if n == 0 else f"{base}_{n}"
-        while (
-            candidate in self.reserved
-            or candidate in self.names
-            or (self.taken is not None and self.taken(self.prefix + candidate))
-        ):
-            n += 1
-            candidate = f"{base}_{n}"
-        self.counters[base] = n + 1
-        self.reserved.add(candidate)
-        return candidate
-
-
-class Elaborator:
+class Elaborator(StageExpander):
     """Builds the structural graph of one network; collects every error on the way."""
 
     def __init__(self, program: Program) -> None:
@@ -516,130 +462,8 @@ class Elaborator:
 
     # ------------------------------------------------------------ stages
 
-    def _stage(self, stage: ast.Stage, link: ast.Link, frame: Frame, scope: Scope, cursor):
-        if link.label is None:
-            raise ArchNameError("a stage needs a name", stage.span, "write `layer1: stage block(...) x N`", code="E220")
-        self._claim(frame, link.label, link.label_span or stage.span)
-        count = self._concrete(stage.count, scope, "a repeat count")
-        if isinstance(count, bool) or not isinstance(count, int):
-            hint = "use `//` for integer division" if isinstance(count, float) else None
-            raise ArchTypeError(
-                f"a repeat count must be an int, got {type_name(count)} `{show(count)}`",
-                stage.count.span,
-                hint,
-                code="E316",
-            )
-        if count < 1:
-            raise ArchTypeError(f"a repeat count must be at least 1, got {count}", stage.count.span, code="E317")
-        if count > MAX_REPEAT:
-            raise ArchTypeError(
-                f"a repeat count of {count} exceeds the limit of {MAX_REPEAT}", stage.count.span, code="E317"
-            )
-        connect = stage.connect or "chain"
-        if connect not in CONNECT_MODES:
-            hint = did_you_mean(connect, CONNECT_MODES) or "use `connect=chain` or `connect=dense`"
-            raise ArchNameError(f"unknown connection `{connect}`", stage.connect_span or stage.span, hint, code="E221")
-        positional = [a for a in stage.first if a.name is None]
-        if positional:
-            raise ArchTypeError("`first(...)` takes keyword arguments only", positional[0].span, code="E318")
-        template = stage.names.value if stage.names is not None else "{i}"
-        stage_path = frame.prefix + link.label
-        stage_group = Group(path=stage_path, kind="stage", name=stage.call.callee, span=stage.span)
-        groups = self._groups_now() + (stage_group,)
-        stage_input = cursor
-        outputs: list[NodeRef] = []
-        seen_names: dict[str, int] = {}
-        for i in range(count):
-            repeat_scope = scope.child({"i": i})
-            name = self._repeat_name(template, stage, repeat_scope)
-            if name in seen_names:
-                raise ArchNameError(
-                    f"repeats {seen_names[name]} and {i} are both named `{name}`",
-                    stage.names.span if stage.names else stage.span,
-                    "use `{i}` in the names template",
-                    code="E222",
-                )
-            seen_names[name] = i
-            args = stage.call.args
-            if i == 0 and stage.first:
-                overridden = {a.name for a in stage.first}
-                args = tuple(a for a in self._by_name(stage.call, args) if a.name not in overridden) + stage.first
-            call = ast.Call(stage.call.callee, args, stage.call.span, stage.call.callee_span)
-            is_block = isinstance(self._callee(call, stage.span.file), ast.Definition)
-            if connect == "dense" and outputs:
-                concat_id = self._add_node(
-                    frame,
-                    f"{link.label}.{name}.in" if is_block else f"{link.label}.into_{name}",
-                    stage.span,
-                    op="concat",
-                    role="dense",
-                    call=(),
-                    scope=repeat_scope,
-                    groups=groups,
-                )
-                for position, source in enumerate([stage_input, *outputs]):
-                    self.pending_edges.append((source, concat_id, "concat", position, stage.span))
-                layer_input = concat_id
-            else:
-                layer_input = stage_input if connect == "dense" else (outputs[-1] if outputs else stage_input)
-            repeat_group = Group(
-                path=f"{stage_path}.{name}", kind="block", name=stage.call.callee, repeat=i, span=stage.span
-            )
-            with self._grouped(groups + ((repeat_group,) if is_block else ())):
-                out = self._call(
-                    call, None, None, stage.span, frame, repeat_scope, layer_input, node_path=f"{link.label}.{name}"
-                )
-            outputs.append(out)
-        if connect == "dense":
-            out_id = self._add_node(
-                frame, f"{link.label}.out", stage.span, op="concat", call=(), scope=scope, groups=groups, role="dense"
-            )
-            for position, source in enumerate([stage_input, *outputs]):
-                self.pending_edges.append((source, out_id, "concat", position, stage.span))
-            result = out_id
-        else:
-            result = outputs[-1]
-        frame.names[link.label] = result
-        return result
-
-    def _by_name(self, call: ast.Call, args: tuple[ast.Arg, ...]) -> tuple[ast.Arg, ...]:
-        """Positional arguments named after the callee's parameters, so `first(...)` can replace them."""
-        target = self._callee(call, call.span.file)
-        if not isinstance(target, ast.Definition) and target.inputs_in_args:
-            return args
-        names = [p.name for p in target.params] if isinstance(target, ast.Definition) else list(target.arg_names)
-        positional = iter(names)
-        return tuple(ast.Arg(next(positional, None), a.value, a.span) if a.name is None else a for a in args)
-
     def _groups_now(self) -> tuple[Group, ...]:
         return self._groups
-
-    def _repeat_name(self, template: str, stage: ast.Stage, scope: Scope) -> str:
-        out, pos = [], 0
-        span = stage.names.span if stage.names is not None else stage.span
-        while pos < len(template):
-            start = template.find("{", pos)
-            if start < 0:
-                out.append(template[pos:])
-                break
-            end = template.find("}", start)
-            if end < 0:
-                raise ArchTypeError("unclosed `{` in the names template", span, code="E319")
-            out.append(template[pos:start])
-            expr = parse_expression(template[start + 1 : end], span.file, span.line, span.column + 2 + start)
-            value = self._concrete(expr, scope, "a names template")
-            out.append(str(value) if not isinstance(value, bool) else show(value))
-            pos = end + 1
-        name = "".join(out)
-        parts = name.split(".")
-        if not all(p and (p.isidentifier() or p.isdigit()) for p in parts):
-            raise ArchTypeError(
-                f"the names template gives `{name}`, which is not a valid module name",
-                span,
-                "names are made of letters, digits and `_`",
-                code="E320",
-            )
-        return name
 
     # ------------------------------------------------------------- skips
 

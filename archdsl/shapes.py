@@ -15,9 +15,10 @@ from typing import Any
 
 import networkx as nx
 
-from archdsl.elaborate import Elaborator, Unresolved
+from archdsl.elaborate import Elaborator
 from archdsl.errors import ArchError, ArchNameError, ArchShapeError, ArchTypeError, Label, Span, did_you_mean
 from archdsl.expr import FailedValue, Scope, Shape, evaluate, show
+from archdsl.frames import Unresolved
 from archdsl.ops import lookup
 from archdsl.ops.registry import ArgProblem, OpSpec, ShapeProblem
 

@@ -161,71 +161,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    """Two CPU processes on loopback, as `torchrun --nproc-per-node 2 ...`."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
+    command += ["--master-port", str(_free_port()), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
 def test_two_processes_with_ddp_keep_identical_weights(tmp_path):
     out = tmp_path / "ddp"
     out.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-addr",
-            "127.0.0.1",
-            "--master-port",
-            str(_free_port()),
-            str(HERE / "ddp_worker.py"),
-            str(HERE),
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    result = _torchrun(str(HERE / "ddp_worker.py"), str(HERE), str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2  # rank 0 alone writes
-    assert json.loads(lines[-1])["train_loss"] < json.loads(lines[0])["train_loss"] * 1.5
+    assert json.loads(lines[-1])["train_loss"] < json.loads(lines[0])["train_loss"]
 
 
 def test_torchrun_runs_the_cli(tmp_path):
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-addr",
-            "127.0.0.1",
-            "--master-port",
-            str(_free_port()),
-            "-m",
-            "archdsl",
-            "train",
-            "highway_fc",
-            "-p",
-            "features=64",
-            "-p",
-            "depth=2",
-            "--data",
-            "digits",
-            "--epochs",
-            "1",
-            "--out",
-            str(run),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    result = _torchrun(
+        "-m",
+        "archdsl",
+        "train",
+        "highway_fc",
+        "-p",
+        "features=64",
+        "-p",
+        "depth=2",
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--out",
+        str(run),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("epoch   1/1") == 1  # one report, from rank 0

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from archdsl.elaborate import Group
+from archdsl.frames import Group
 
 LEVELS = ("stage", "block", "layer")
 
