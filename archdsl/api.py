@@ -14,6 +14,7 @@ from archdsl.compile import compile_graph
 from archdsl.elaborate import elaborate
 from archdsl.errors import ArchCheckpointError, ArchError, ArchNameError, ArchTypeError, combine, did_you_mean
 from archdsl.loader import Program, load_program, resolve_source
+from archdsl.optimize import fuse_batchnorm, memory_efficient_dense
 from archdsl.shapes import infer_shapes
 from archdsl.validate import check_module_paths, check_reachability, find_cycles, lint, topological_order
 
@@ -152,18 +153,27 @@ def load(
     network: str | None = None,
     seed: int | None = None,
     outputs: list[str] | dict[str, str] | None = None,
+    memory_efficient: bool = False,
+    fuse: bool = False,
     **overrides: Any,
 ) -> fx.GraphModule:
     """Compile a network into a trainable ``torch.fx.GraphModule``.
 
     ``outputs`` turns it into a feature extractor: node or stage/block paths
     (``["layer2", "layer3"]``, or ``{"name": "path"}``) whose values the
-    module returns as a dict, computing only what they need. The module
-    remembers its sources and overrides in ``module.meta["archdsl"]`` so that
-    :func:`save_checkpoint` can write a self-contained checkpoint.
+    module returns as a dict, computing only what they need.
+    ``memory_efficient`` makes every ``concat -> batchnorm -> relu -> conv``
+    chain (DenseNet layers and transitions) keep only its inputs for
+    backward, so training memory grows linearly with block depth; gradients
+    are unchanged. ``fuse`` folds batch norms into the convolutions before
+    them and returns the module in eval mode, for inference.
+    The module remembers its sources, overrides and options in
+    ``module.meta["archdsl"]`` so that :func:`save_checkpoint` can write a
+    self-contained checkpoint.
     """
     program = load_source(source)
-    return _compile(program, network, seed, overrides, outputs)
+    options = {"memory_efficient": memory_efficient, "fuse": fuse}
+    return _compile(program, network, seed, overrides, outputs, options)
 
 
 def _compile(
@@ -172,20 +182,28 @@ def _compile(
     seed: int | None,
     overrides: dict[str, Any],
     outputs: list[str] | dict[str, str] | None = None,
+    options: dict[str, bool] | None = None,
 ) -> fx.GraphModule:
     g = graph_of_program(program, network=network, **overrides)
+    options = {name: bool(on) for name, on in (options or {}).items() if on}
     meta = {
         "file": program.main.file,
         "network": g.graph["name"],
         "sources": dict(program.sources),
         "overrides": dict(overrides),
+        "options": options,
     }
     selected = None
     if outputs is not None:
         named = dict(outputs) if isinstance(outputs, dict) else {name: name for name in outputs}
         selected = {name: output_node(g, path) for name, path in named.items()}
         meta["outputs"] = named
-    return compile_graph(g, seed=seed, meta=meta, outputs=selected)
+    module = compile_graph(g, seed=seed, meta=meta, outputs=selected)
+    if options.get("fuse"):
+        fuse_batchnorm(module)
+    if options.get("memory_efficient"):
+        memory_efficient_dense(module)
+    return module
 
 
 def output_node(g: nx.DiGraph, path: str) -> str:
@@ -220,6 +238,7 @@ def checkpoint_payload(module: fx.GraphModule) -> dict[str, Any]:
         "sources": meta["sources"],
         "overrides": meta["overrides"],
         "outputs": meta.get("outputs"),
+        "options": meta.get("options", {}),
         "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
     }
 
@@ -273,7 +292,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> fx.GraphModule:
     payload = read_checkpoint(path)
     try:
         module = _compile(
-            program_of(payload), payload["network"], None, dict(payload["overrides"]), payload.get("outputs")
+            program_of(payload),
+            payload["network"],
+            None,
+            dict(payload["overrides"]),
+            payload.get("outputs"),
+            dict(payload.get("options") or {}),
         )
     except KeyError as err:
         raise ArchCheckpointError(f"checkpoint {path} lacks the entry {err}", None, code="E603") from None
