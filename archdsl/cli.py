@@ -33,6 +33,9 @@ ParamOption = Annotated[
     typer.Option("--param", "-p", help="Set a network parameter: -p num_classes=10 (repeatable)."),
 ]
 NoColor = Annotated[bool, typer.Option("--no-color", help="Never use colour.")]
+MemoryEfficientOption = Annotated[
+    bool, typer.Option(help="Dense blocks keep only their inputs for backward: memory linear in depth.")
+]
 
 
 def _consoles(no_color: bool) -> tuple[Console, Console]:
@@ -110,6 +113,8 @@ def compile_(
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write a checkpoint here.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for weight initialisation.")] = None,
     batch: Annotated[int, typer.Option(help="Batch size of the test forward pass.")] = 1,
+    memory_efficient: MemoryEfficientOption = False,
+    fuse: Annotated[bool, typer.Option(help="Fold batch norms into convolutions (for inference).")] = False,
     no_color: NoColor = False,
 ) -> None:
     """Compile to a torch.fx module, run one forward pass and print its size and output shape."""
@@ -119,7 +124,7 @@ def compile_(
     overrides = parse_overrides(param)
     try:
         g = api.graph(target, **overrides)
-        module = api.load(target, seed=seed, **overrides)
+        module = api.load(target, seed=seed, memory_efficient=memory_efficient, fuse=fuse, **overrides)
     except ArchError as error:
         _print_error(error, err)
         raise typer.Exit(1) from None
@@ -337,6 +342,7 @@ def train_(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = True,
     channels_last: Annotated[bool, typer.Option(help="channels-last memory format on CUDA")] = False,
+    memory_efficient: MemoryEfficientOption = False,
     out: Annotated[str, typer.Option(help="Run folder (checkpoint, metrics.jsonl, curves.png).")] = "",
     resume: Annotated[str, typer.Option(help="Continue from this checkpoint.")] = "",
     no_color: NoColor = False,
@@ -364,6 +370,7 @@ def train_(
         device=device,
         amp=amp,
         channels_last=channels_last,
+        memory_efficient=memory_efficient,
         out=out,
         resume=resume,
     )

@@ -49,6 +49,7 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu" or "cuda"
     amp: bool = True  # bf16 autocast, on CUDA only
     channels_last: bool = False
+    memory_efficient: bool = False  # DenseNet-style chains keep only their inputs for backward
     out: str = ""  # run folder; default runs/<network>
     resume: str = ""
     progress: bool = True
@@ -169,7 +170,7 @@ def _train(config: TrainConfig, env: Distributed, reporter) -> TrainResult:
     if payload is not None:
         model = api.load_checkpoint(config.resume)
     else:
-        model = api.load(config.arch, seed=config.seed, **config.overrides)
+        model = api.load(config.arch, seed=config.seed, memory_efficient=config.memory_efficient, **config.overrides)
     model = model.to(env.device)
     if config.channels_last and env.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
