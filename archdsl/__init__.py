@@ -19,6 +19,7 @@ from archdsl.errors import (
     Diagnostic,
     Span,
 )
+from archdsl.limits import Limits
 from archdsl.parse import parse
 from archdsl.resources import zoo_dir, zoo_names
 
@@ -34,6 +35,7 @@ __all__ = [
     "ArchSyntaxError",
     "ArchTypeError",
     "Diagnostic",
+    "Limits",
     "Span",
     "graph",
     "load",

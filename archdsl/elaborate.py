@@ -21,6 +21,7 @@ from typing import Any
 
 import networkx as nx
 
+from archdsl import limits
 from archdsl import syntax as ast
 from archdsl.errors import ArchError, ArchNameError, ArchTypeError, Span, did_you_mean
 from archdsl.expr import FAILED, Deferred, FailedValue, NeedsShape, Scope, evaluate, show, try_evaluate, type_name
@@ -31,8 +32,6 @@ from archdsl.stages import StageExpander
 
 SHORTCUT_POLICIES = ("identity", "projection", "zeropad")
 DEFAULT_SHORTCUT_NAME = "downsample"
-MAX_BLOCK_DEPTH = 64
-MAX_NODES = 200_000
 
 
 class Elaborator(StageExpander):
@@ -381,8 +380,8 @@ class Elaborator(StageExpander):
             raise ArchNameError(
                 f"block `{block.name}` uses itself", call.callee_span, "blocks cannot be recursive", code="E216"
             )
-        if len(self.block_stack) >= MAX_BLOCK_DEPTH:
-            raise ArchNameError(f"blocks nest deeper than {MAX_BLOCK_DEPTH}", call.callee_span, code="E217")
+        if len(self.block_stack) >= (depth := limits.current().max_block_depth):
+            raise ArchNameError(f"blocks nest deeper than {depth}", call.callee_span, code="E217")
         if cursor is None:
             raise ArchNameError(
                 f"block `{block.name}` has no input",
@@ -511,8 +510,9 @@ class Elaborator(StageExpander):
     def _add_node(self, frame: Frame, local: str, span: Span, *, op: str, groups=None, label_span=None, **attrs) -> str:
         node_id = frame.prefix + local
         self._claim(frame, local, label_span or span)
-        if self.graph.number_of_nodes() >= MAX_NODES:
-            raise ArchTypeError(f"the network has more than {MAX_NODES} nodes", span, code="E321")
+        if self.graph.number_of_nodes() >= (most := limits.current().max_nodes):
+            hint = "raise it with archdsl.Limits(max_nodes=...) if the network really is this large"
+            raise TooLarge(ArchTypeError(f"the network has more than {most} nodes", span, hint, code="E321"))
         groups = self._groups_now() if groups is None else groups
         self.graph.add_node(node_id, op=op, span=span, label_span=label_span, groups=tuple(groups), **attrs)
         return node_id
@@ -625,6 +625,14 @@ def _from_python(value: Any) -> Any:
     return None
 
 
+class TooLarge(Exception):
+    """Stops elaboration at once: unlike other errors, a node-count overflow is not worth collecting."""
+
+    def __init__(self, error: ArchError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def elaborate(program: Program, network: str | None, overrides: Mapping[str, Any]) -> tuple[nx.DiGraph, Elaborator]:
     """Expand the chosen network of ``program`` into a structural graph.
 
@@ -648,6 +656,9 @@ def elaborate(program: Program, network: str | None, overrides: Mapping[str, Any
                 program.sources
             )
     elaborator = Elaborator(program)
-    g = elaborator.network(chosen, overrides)
+    try:
+        g = elaborator.network(chosen, overrides)
+    except TooLarge as stop:
+        raise stop.error.with_sources(program.sources) from None
     g.graph["outputs"] = elaborator.finish_outputs()
     return g, elaborator

@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from archdsl import limits
 from archdsl import syntax as ast
 from archdsl.errors import ArchNameError, ArchTypeError, Span, did_you_mean
 
 Value = Any  # int | float | bool | str | tuple[Value, ...] | NodeValue
 Shape = tuple[int, ...]
 
-MAX_INT = 2**62
 SHAPE_ATTRS = ("channels", "height", "width", "features", "shape", "rank")
 
 
@@ -102,7 +102,7 @@ def _number(value: Value, span: Span, what: str) -> int | float:
 
 
 def _check_int(value: Value, span: Span) -> Value:
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > limits.current().max_int:
         raise ArchTypeError(f"integer {value} is out of range (|n| <= 2**62)", span, code="E303")
     if isinstance(value, float) and not math.isfinite(value):
         raise ArchTypeError("arithmetic produced an infinite or undefined number", span, code="E303")

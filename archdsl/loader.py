@@ -12,12 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from archdsl import limits
 from archdsl import syntax as ast
 from archdsl.errors import ArchError, ArchImportError, ArchNameError, Span, combine, did_you_mean
 from archdsl.parse import parse
 from archdsl.resources import zoo_dir, zoo_names
-
-MAX_IMPORT_DEPTH = 32
 
 
 @dataclass
@@ -160,8 +159,8 @@ class _Loader:
         return module
 
     def _import(self, imp: ast.Import, file: str, real: Path | None, root: Path, stack: tuple[str, ...]) -> ast.Module:
-        if len(stack) > MAX_IMPORT_DEPTH:
-            raise ArchImportError(f"imports nest deeper than {MAX_IMPORT_DEPTH} files", imp.span, code="E254")
+        if len(stack) > (depth := limits.current().max_import_depth):
+            raise ArchImportError(f"imports nest deeper than {depth} files", imp.span, code="E254")
         if Path(imp.path).is_absolute():
             raise ArchImportError(
                 f"import `{imp.path}` is an absolute path",

@@ -7,6 +7,7 @@ transformer that turns Lark trees into frozen dataclasses with spans.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterator
 from functools import cache
@@ -16,6 +17,7 @@ from lark.exceptions import UnexpectedInput, VisitError
 
 from archdsl import syntax as ast
 from archdsl.errors import ArchError, ArchSyntaxError, Span, combine
+from archdsl.limits import current as current_limits
 from archdsl.resources import grammar_path
 from archdsl.syntax_errors import blank_line, recoverable, syntax_error
 
@@ -25,10 +27,6 @@ MAX_SYNTAX_ERRORS = 20
 _CONTINUES_AFTER = {"_ARROW", "COMMA", "LBRACE", "EQUAL", "_NL"}
 
 
-# Limits that keep every later (recursive) stage far from Python's recursion limit.
-MAX_BRACKET_DEPTH = 48
-MAX_PREFIX_RUN = 48
-MAX_OPERATORS = 200  # per expression
 _OPERATORS = {"ADD_OP", "MUL_OP", "_POW", "COMP_OP", "OR", "AND", "IF", "LSQB", "DOT"}
 _PREFIX = {"MINUS", "PLUS", "NOT"}
 
@@ -50,6 +48,7 @@ class _Postlexer:
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         depth = operators = prefix_run = 0
+        limits = current_limits()
         last: Token | None = None
         for tok in stream:
             kind = tok.type
@@ -61,19 +60,19 @@ class _Postlexer:
                 continue
             if kind in ("LPAR", "LSQB"):
                 depth += 1
-                if depth > MAX_BRACKET_DEPTH:
-                    raise _TooComplex(f"brackets nest deeper than {MAX_BRACKET_DEPTH} levels", tok)
+                if depth > limits.max_bracket_depth:
+                    raise _TooComplex(f"brackets nest deeper than {limits.max_bracket_depth} levels", tok)
             elif kind in ("RPAR", "RSQB"):
                 depth = max(0, depth - 1)
             if kind in ("_ARROW", "COMMA"):
                 operators = 0  # each argument / link is its own expression
             elif kind in _OPERATORS:
                 operators += 1
-                if operators > MAX_OPERATORS:
-                    raise _TooComplex(f"an expression has more than {MAX_OPERATORS} operators", tok)
+                if operators > limits.max_operators:
+                    raise _TooComplex(f"an expression has more than {limits.max_operators} operators", tok)
             prefix_run = prefix_run + 1 if kind in _PREFIX else 0
-            if prefix_run > MAX_PREFIX_RUN:
-                raise _TooComplex(f"more than {MAX_PREFIX_RUN} prefix operators in a row", tok)
+            if prefix_run > limits.max_prefix_run:
+                raise _TooComplex(f"more than {limits.max_prefix_run} prefix operators in a row", tok)
             elif kind == "RBRACE" and depth == 0 and last is not None and last.type not in _CONTINUES_AFTER:
                 yield Token.new_borrow_pos("_NL", "\n", tok)
             yield tok
@@ -457,8 +456,13 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
     raise combine(errors, {file: text})
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_expression(text: str, file: str, line: int, column: int) -> ast.Expr:
-    """Parse one expression that starts at ``file:line:column`` (name templates)."""
+    """Parse one expression that starts at ``file:line:column`` (name templates).
+
+    Cached: a stage repeated N times asks for the same template N times, and
+    the AST is immutable.
+    """
     try:
         tree = _expression_parser().parse(text)
     except UnexpectedInput as err:

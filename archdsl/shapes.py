@@ -15,14 +15,13 @@ from typing import Any
 
 import networkx as nx
 
+from archdsl import limits
 from archdsl.elaborate import Elaborator
 from archdsl.errors import ArchError, ArchNameError, ArchShapeError, ArchTypeError, Label, Span, did_you_mean
 from archdsl.expr import FailedValue, Scope, Shape, evaluate, show
 from archdsl.frames import Unresolved
 from archdsl.ops import lookup
 from archdsl.ops.registry import ArgProblem, OpSpec, ShapeProblem
-
-MAX_DIM = 2**31
 
 
 class _Inference:
@@ -122,7 +121,7 @@ class _Inference:
                 "an earlier op has shrunk the input too far",
                 code="E403",
             )
-        if any(d > MAX_DIM for d in shape):
+        if any(d > limits.current().max_dim for d in shape):
             raise ArchShapeError(f"`{spec.name}` would produce the huge shape {list(shape)}", data["span"], code="E404")
         data["shape"] = shape
         data["input_shapes"] = tuple(input_shapes)

@@ -6,6 +6,7 @@ naming, callee lookup and node creation.
 
 from __future__ import annotations
 
+from archdsl import limits
 from archdsl import syntax as ast
 from archdsl.errors import ArchNameError, ArchTypeError, did_you_mean
 from archdsl.expr import Scope, show, type_name
@@ -13,7 +14,6 @@ from archdsl.frames import Frame, Group, NodeRef
 from archdsl.parse import parse_expression
 
 CONNECT_MODES = ("chain", "dense")
-MAX_REPEAT = 10_000
 
 
 class StageExpander:
@@ -34,10 +34,8 @@ class StageExpander:
             )
         if count < 1:
             raise ArchTypeError(f"a repeat count must be at least 1, got {count}", stage.count.span, code="E317")
-        if count > MAX_REPEAT:
-            raise ArchTypeError(
-                f"a repeat count of {count} exceeds the limit of {MAX_REPEAT}", stage.count.span, code="E317"
-            )
+        if count > (most := limits.current().max_repeat):
+            raise ArchTypeError(f"a repeat count of {count} exceeds the limit of {most}", stage.count.span, code="E317")
         connect = stage.connect or "chain"
         if connect not in CONNECT_MODES:
             hint = did_you_mean(connect, CONNECT_MODES) or "use `connect=chain` or `connect=dense`"

@@ -1,0 +1,62 @@
+"""Bounds that turn runaway input into a located error at once, instead of a hang or a crash.
+
+Every stage reads the limits in force through :func:`current`; the API sets
+them for one call (``archdsl.graph(src, limits=Limits(max_repeat=100_000))``)
+or for a block of code (``with archdsl.limits.using(Limits(...)):``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The bounds in force. The defaults fit every published network many times over.
+
+    The syntax limits (brackets, prefix operators, operators per
+    expression) keep every later stage far from Python's recursion limit;
+    raising them far may turn an over-deep input into error E323 instead.
+    """
+
+    max_repeat: int = 10_000  # `x N` of one stage
+    max_nodes: int = 200_000  # graph nodes of one network
+    max_block_depth: int = 64  # block calls nested inside each other
+    max_import_depth: int = 32  # files importing files
+    max_bracket_depth: int = 48  # nested (), [] in one statement
+    max_prefix_run: int = 48  # `- - not ...` in a row
+    max_operators: int = 200  # operators in one expression
+    max_int: int = 2**62  # magnitude of any integer the language computes
+    max_dim: int = 2**31  # any tensor dimension
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Limits.{name} must be a positive integer, got {value!r}")
+
+
+DEFAULT = Limits()
+_current: ContextVar[Limits] = ContextVar("archdsl_limits", default=DEFAULT)
+
+
+def current() -> Limits:
+    """The limits in force in this context."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def using(limits: Limits | None) -> Iterator[Limits]:
+    """Put ``limits`` in force for the ``with`` block (``None`` keeps the current ones)."""
+    if limits is None:
+        yield current()
+        return
+    if not isinstance(limits, Limits):
+        raise TypeError(f"limits must be an archdsl.Limits, not {type(limits).__name__}")
+    token = _current.set(limits)
+    try:
+        yield limits
+    finally:
+        _current.reset(token)
