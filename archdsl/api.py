@@ -36,11 +36,20 @@ def load_source(source: Source, sources: dict[str, str] | None = None) -> Progra
     return load_program(text, file, real, sources)
 
 
-def graph(source: Source, *, network: str | None = None, limits: Limits | None = None, **overrides: Any) -> nx.DiGraph:
+def graph(
+    source: Source,
+    *,
+    network: str | None = None,
+    limits: Limits | None = None,
+    params: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> nx.DiGraph:
     """Parse, elaborate and validate a network; returns its ``networkx.DiGraph``.
 
     ``source`` is a path, a zoo name (``"resnet50"``) or ``.arch`` text;
-    ``overrides`` set network parameters (``num_classes=10``). Node ids are
+    ``overrides`` set network parameters (``num_classes=10``); ``params`` is
+    the same as a dict, for names that clash with this function's keywords
+    (a network parameter called ``seed``). Node ids are
     module paths; node attributes: ``op``, ``args``, ``path``, ``shape``
     (batch dimension excluded), ``input_shapes``, ``params``, ``macs``,
     ``groups`` (the stages and blocks it belongs to) and ``span``. Edge
@@ -50,14 +59,16 @@ def graph(source: Source, *, network: str | None = None, limits: Limits | None =
     Raises an :class:`~archdsl.errors.ArchError` carrying every problem found.
     """
     with using_limits(limits):
-        return graph_of_program(load_source(source), network=network, **overrides)
+        return graph_of_program(load_source(source), network, {**(params or {}), **overrides})
 
 
-def graph_of_program(program: Program, *, network: str | None = None, **overrides: Any) -> nx.DiGraph:
+def graph_of_program(
+    program: Program, network: str | None = None, overrides: dict[str, Any] | None = None
+) -> nx.DiGraph:
     """:func:`graph` for an already loaded :class:`Program`."""
     try:
         with gc_paused():
-            return _build(program, network, overrides)
+            return _build(program, network, dict(overrides or {}))
     except RecursionError:
         raise ArchTypeError("the input nests too deeply to process", None, code="E323").with_sources(
             program.sources
@@ -183,6 +194,7 @@ def load(
     memory_efficient: bool = False,
     fuse: bool = False,
     limits: Limits | None = None,
+    params: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> fx.GraphModule:
     """Compile a network into a trainable ``torch.fx.GraphModule``.
@@ -195,14 +207,14 @@ def load(
     backward, so training memory grows linearly with block depth; gradients
     are unchanged. ``fuse`` folds batch norms into the convolutions before
     them and returns the module in eval mode, for inference. ``limits`` is
-    as for :func:`graph`.
+    and ``params`` are as for :func:`graph`.
     The module remembers its sources, overrides and options in
     ``module.meta["archdsl"]`` so that :func:`save_checkpoint` can write a
     self-contained checkpoint.
     """
     options = {"memory_efficient": memory_efficient, "fuse": fuse}
     with using_limits(limits):
-        return _compile(load_source(source), network, seed, overrides, outputs, options)
+        return _compile(load_source(source), network, seed, {**(params or {}), **overrides}, outputs, options)
 
 
 def _compile(
@@ -213,7 +225,7 @@ def _compile(
     outputs: list[str] | dict[str, str] | None = None,
     options: dict[str, bool] | None = None,
 ) -> fx.GraphModule:
-    g = graph_of_program(program, network=network, **overrides)
+    g = graph_of_program(program, network, overrides)
     options = {name: bool(on) for name, on in (options or {}).items() if on}
     meta = {
         "file": program.main.file,
@@ -314,7 +326,7 @@ def program_of(meta: dict[str, Any]) -> Program:
 
 def graph_of_meta(meta: dict[str, Any]) -> nx.DiGraph:
     """The validated graph a compiled module (``module.meta["archdsl"]``) or a checkpoint was built from."""
-    return graph_of_program(program_of(meta), network=meta["network"], **dict(meta["overrides"]))
+    return graph_of_program(program_of(meta), meta["network"], dict(meta["overrides"]))
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> fx.GraphModule:

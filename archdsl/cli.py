@@ -33,6 +33,7 @@ ParamOption = Annotated[
     typer.Option("--param", "-p", help="Set a network parameter: -p num_classes=10 (repeatable)."),
 ]
 NoColor = Annotated[bool, typer.Option("--no-color", help="Never use colour.")]
+DATA_KINDS = ("digits", "synthetic", "imagefolder", "cifar10")
 MemoryEfficientOption = Annotated[
     bool, typer.Option(help="Dense blocks keep only their inputs for backward: memory linear in depth.")
 ]
@@ -87,7 +88,7 @@ def check(
     failures, report = 0, []
     for target in names:
         try:
-            g = api.graph(target, **overrides)
+            g = api.graph(target, params=overrides)
         except ArchError as error:
             failures += 1
             report.extend({**d.to_dict(), "target": target} for d in error.diagnostics)
@@ -123,8 +124,8 @@ def compile_(
     out, err = _consoles(no_color)
     overrides = parse_overrides(param)
     try:
-        g = api.graph(target, **overrides)
-        module = api.load(target, seed=seed, memory_efficient=memory_efficient, fuse=fuse, **overrides)
+        g = api.graph(target, params=overrides)
+        module = api.load(target, seed=seed, memory_efficient=memory_efficient, fuse=fuse, params=overrides)
     except ArchError as error:
         _print_error(error, err)
         raise typer.Exit(1) from None
@@ -176,7 +177,7 @@ def render(
         raise typer.BadParameter("use TB, LR, BT or RL", param_hint="--rankdir")
     overrides = parse_overrides(param)
     try:
-        g = api.graph(target, **overrides)
+        g = api.graph(target, params=overrides)
         unknown = [name for name in expand or () if not _is_group(g, name)]
         if unknown:
             raise typer.BadParameter(f"no stage or block `{unknown[0]}` in {target}", param_hint="--expand")
@@ -203,7 +204,7 @@ def summary(
 
     out, err = _consoles(no_color)
     try:
-        g = api.graph(target, **parse_overrides(param))
+        g = api.graph(target, params=parse_overrides(param))
     except ArchError as error:
         _print_error(error, err)
         raise typer.Exit(1) from None
@@ -288,7 +289,7 @@ def graph_(
     if fmt not in ("json", "graphml"):
         raise typer.BadParameter("use json or graphml", param_hint="--format")
     try:
-        g = api.graph(target, **parse_overrides(param))
+        g = api.graph(target, params=parse_overrides(param))
     except ArchError as error:
         _print_error(error, err)
         raise typer.Exit(1) from None
@@ -318,7 +319,7 @@ def export_(
 
     out, err = _consoles(no_color)
     try:
-        path = export(target, output, export_format, **parse_overrides(param))
+        path = export(target, output, export_format, params=parse_overrides(param))
     except ArchError as error:
         _print_error(error, err)
         raise typer.Exit(1) from None
@@ -352,8 +353,14 @@ def train_(
     from archdsl.train.progress import RichReporter
 
     console, err = _consoles(no_color)
-    if device not in ("auto", "cpu", "cuda"):
-        raise typer.BadParameter("use auto, cpu or cuda", param_hint="--device")
+    for value, allowed, hint in (
+        (device, ("auto", "cpu", "cuda"), "--device"),
+        (optimizer, ("sgd", "adamw"), "--optimizer"),
+        (schedule, ("cosine", "step", "none"), "--schedule"),
+        (data.partition(":")[0], DATA_KINDS, "--data"),
+    ):
+        if value not in allowed:
+            raise typer.BadParameter(f"`{value}`: use {', '.join(allowed)}", param_hint=hint)
     config = TrainConfig(
         arch=target,
         overrides=parse_overrides(param),
@@ -400,7 +407,7 @@ def eval_(
         raise typer.BadParameter("use auto, cpu or cuda", param_hint="--device")
     try:
         result = evaluate(checkpoint, data, device=device)
-        expected = api.graph(target, **api.read_checkpoint(checkpoint)["overrides"]).graph["name"]
+        expected = api.graph(target, params=api.read_checkpoint(checkpoint)["overrides"]).graph["name"]
     except ArchError as error:
         _print_error(error, err)
         raise typer.Exit(1) from None

@@ -187,7 +187,7 @@ def _input_shapes(module: nn.Module) -> list[tuple[int, ...]]:
     sources = dict(meta["sources"])
     file = meta["file"]
     program = load_program(sources[file], file, None, sources)
-    g = graph_of_program(program, network=meta.get("network"), **dict(meta.get("overrides", {})))
+    g = graph_of_program(program, meta.get("network"), dict(meta.get("overrides", {})))
     return [tuple(g.nodes[node]["shape"]) for node in g.graph["inputs"]]
 
 

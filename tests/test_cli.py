@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -112,3 +113,19 @@ def test_fmt_command_check_diff_and_write(tmp_path):
     broken.write_text("network n {\n input x: [3\n}\n")
     result = run("fmt", str(broken))
     assert result.returncode == 1 and "error[E101]" in result.stderr
+
+
+def test_param_named_like_an_api_keyword_reaches_the_network(tmp_path):
+    """`-p seed=...` sets the network's parameter `seed`, not the weight-initialisation seed."""
+    source = tmp_path / "seeded.arch"
+    source.write_text("network seeded(seed = 1) {\n    input x: [4]\n    fc: linear(seed)\n}\n")
+    result = run("compile", str(source), "-p", "seed=7")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"output fc\s*│\s*\[1, 7\]", result.stdout), result.stdout
+
+
+@pytest.mark.parametrize("option", [["--optimizer", "adam"], ["--schedule", "linear"], ["--data", "mnist"]])
+def test_train_rejects_unknown_choices_before_building(option):
+    result = run("train", "cifar_resnet", *option)
+    assert result.returncode == 2
+    assert option[0] in result.stderr

@@ -163,14 +163,16 @@ def _train(config: TrainConfig, env: Distributed, reporter) -> TrainResult:
         config.out = config.out or str(Path(config.resume).parent)
         graph = api.graph_of_meta(payload)
     else:
-        graph = api.graph(config.arch, **config.overrides)
+        graph = api.graph(config.arch, params=config.overrides)
     data = load_data(config.data, graph.nodes[graph.graph["inputs"][0]]["shape"], synthetic_size=config.synthetic_size)
     check_fit(graph, data)
     out = Path(config.out or os.path.join("runs", graph.graph["name"]))
     if payload is not None:
         model = api.load_checkpoint(config.resume)
     else:
-        model = api.load(config.arch, seed=config.seed, memory_efficient=config.memory_efficient, **config.overrides)
+        model = api.load(
+            config.arch, seed=config.seed, memory_efficient=config.memory_efficient, params=config.overrides
+        )
     model = model.to(env.device)
     if config.channels_last and env.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
