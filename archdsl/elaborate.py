@@ -161,6 +161,11 @@ class Elaborator(StageExpander):
                 pass  # its cause was reported where it happened
             except NeedsShape:
                 self.errors.append(_reads_shape(stmt.span, "this statement's structure"))
+            except RecursionError:  # the deepest statement catches it, so the error points there
+                hint = "split the expression with `let` bindings, or nest blocks less deeply"
+                self.errors.append(
+                    ArchTypeError("this statement nests too deeply to process", stmt.span, hint, code="E323")
+                )
         return cursor
 
     def _statement(self, stmt, definition: ast.Definition, frame: Frame, scope: Scope, cursor):

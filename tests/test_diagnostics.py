@@ -18,6 +18,7 @@ regenerate that fixture if the final wording differs from the hand-written one).
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,46 @@ def test_caret_lines_up_after_tabs_and_wide_characters():
     # `日本` 4, `"` 1, tab 2 (to 28), `!= "` 4, e + combining accent 1, `é` 1, `" else 16, k=` 13.
     caret = str(err).splitlines()[4]
     assert caret == "  | " + " " * 47 + "^" * len("kernal")
+
+
+def display_columns(line: str) -> list[int]:
+    """The screen column (0-based) where each character of ``line`` starts, then the line's width.
+
+    Written independently of ``archdsl.errors``: tabs stop every 4 columns, wide (CJK)
+    characters take 2, combining marks 0, everything else 1.
+    """
+    starts, column = [], 0
+    for ch in line:
+        starts.append(column)
+        if ch == "\t":
+            column = (column // 4 + 1) * 4
+        elif unicodedata.combining(ch):
+            pass
+        elif unicodedata.east_asian_width(ch) in ("W", "F"):
+            column += 2
+        else:
+            column += 1
+    return starts + [column]
+
+
+@pytest.mark.parametrize("name", _params("caret"))
+def test_caret_sits_under_the_span(name):
+    """In every rendered diagnostic, the carets cover exactly the span's characters on screen."""
+    err = arch_error(name)
+    blocks = str(err).split("\n\n")
+    assert len(blocks) == len(err.diagnostics)
+    for diag, block in zip(err.diagnostics, blocks, strict=True):
+        span = diag.span
+        carets = [line for line in block.split("\n") if re.fullmatch(r" *\| *\^+", line)]
+        assert len(carets) == 1, f"{diag.code}: expected one caret line in\n{block}"
+        caret = carets[0]
+        start = caret.index("^") - (caret.index("|") + 2)
+        line = source_lines(span.file)[span.line - 1]
+        columns = display_columns(line)
+        end = span.end_column if span.end_line == span.line else len(line) + 1
+        want_start = columns[span.column - 1]
+        want_width = max(1, columns[min(end, len(line) + 1) - 1] - want_start)
+        assert (start, caret.count("^")) == (want_start, want_width), f"{diag.code}: caret misplaced in\n{block}"
 
 
 # ------------------------------------------------- codes only the API can cause

@@ -1,0 +1,478 @@
+"""Error codes that no ``.arch`` fixture can show: checkpoints, diagrams, data and training, export, limits.
+
+``tests/fixtures/invalid`` covers what a source file can cause (see
+test_diagnostics.py). The codes here come from the API, from files that are
+not ``.arch`` sources, or from limits too large for a fixture; each test
+triggers one as a user would and checks its code and what it says.
+:func:`test_every_code_has_a_test` keeps the two sets complete: a code the
+package can raise must appear in a fixture's ``.expected`` or in a test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+from pathlib import Path
+
+import networkx as nx
+import pytest
+import torch
+from torch import fx, nn
+
+import archdsl
+from archdsl import validate
+from archdsl.errors import Span
+from archdsl.render import ArchRenderError, render_dot, run_dot, write
+from archdsl.train import ArchDataError, TrainConfig, load_data, train
+
+REPO = Path(__file__).resolve().parent.parent
+
+MLP = """\
+network mlp(num_classes = 10) {
+    input x: [64]
+    fc: linear(16) -> relu
+    out: linear(num_classes)
+}
+"""
+
+
+def code_of(info: pytest.ExceptionInfo) -> str:
+    err = info.value
+    assert isinstance(err, archdsl.ArchError), type(err)
+    assert len(err.diagnostics) == 1, str(err)
+    str(err)  # renders
+    return err.code
+
+
+# ----------------------------------------------------------------- checkpoints (E601-E606)
+
+
+@pytest.fixture
+def checkpoint(tmp_path) -> Path:
+    path = tmp_path / "mlp.ckpt"
+    archdsl.save_checkpoint(archdsl.load(MLP, seed=0), path)
+    return path
+
+
+def rewrite(path: Path, change) -> Path:
+    """Load a checkpoint's payload, apply ``change`` to it and save it back."""
+    payload = torch.load(path, weights_only=True)
+    change(payload)
+    torch.save(payload, path)
+    return path
+
+
+def test_e601_missing_checkpoint(tmp_path):
+    with pytest.raises(archdsl.ArchCheckpointError, match="no such checkpoint") as info:
+        archdsl.load_checkpoint(tmp_path / "nothing.ckpt")
+    assert code_of(info) == "E601"
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated", "empty"])
+def test_e601_unreadable_checkpoint(checkpoint, how):
+    data = checkpoint.read_bytes()
+    broken = {"garbage": b"not a checkpoint at all", "truncated": data[: len(data) // 2], "empty": b""}
+    checkpoint.write_bytes(broken[how])
+    with pytest.raises(archdsl.ArchCheckpointError, match="cannot read checkpoint") as info:
+        archdsl.load_checkpoint(checkpoint)
+    assert code_of(info) == "E601"
+
+
+class _Trap:
+    """Pickles as a call to ``Path.touch``: unpickling it would create a file."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+def test_e601_checkpoint_that_would_run_code_is_refused(tmp_path):
+    """A checkpoint is read with ``weights_only=True``: a pickled call is refused, never made."""
+    touched = tmp_path / "touched"
+    path = tmp_path / "evil.ckpt"
+    torch.save({"format": "archdsl-checkpoint", "trap": _Trap(touched)}, path)
+    with pytest.raises(archdsl.ArchCheckpointError) as info:
+        archdsl.load_checkpoint(path)
+    assert code_of(info) == "E601"
+    assert not touched.exists(), "loading the checkpoint ran code"
+
+
+def test_e602_saving_a_module_archdsl_did_not_compile(tmp_path):
+    module = fx.symbolic_trace(nn.Linear(2, 2))
+    with pytest.raises(archdsl.ArchCheckpointError, match="not compiled by archdsl") as info:
+        archdsl.save_checkpoint(module, tmp_path / "x.ckpt")
+    assert code_of(info) == "E602"
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(lambda p: p.update(format="something-else"), "not an archdsl checkpoint", id="foreign_format"),
+        pytest.param(lambda p: p.clear(), "not an archdsl checkpoint", id="empty_dict"),
+        pytest.param(lambda p: p.pop("network"), "lacks the entry 'network'", id="missing_entry"),
+        pytest.param(lambda p: p.update(state_dict=[1, 2]), "has no state_dict", id="state_dict_not_a_dict"),
+    ],
+)
+def test_e603_foreign_or_incomplete_checkpoint(checkpoint, change, message):
+    rewrite(checkpoint, change)
+    with pytest.raises(archdsl.ArchCheckpointError, match=re.escape(message)) as info:
+        archdsl.load_checkpoint(checkpoint)
+    assert code_of(info) == "E603"
+
+
+def test_e603_a_plain_tensor_file(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save(archdsl.load(MLP).state_dict(), path)  # a bare state_dict, as torch users save them
+    with pytest.raises(archdsl.ArchCheckpointError, match="not an archdsl checkpoint") as info:
+        archdsl.load_checkpoint(path)
+    assert code_of(info) == "E603"
+
+
+def test_e604_stored_architecture_no_longer_builds(checkpoint):
+    def break_source(payload):
+        payload["sources"][payload["file"]] = MLP.replace("linear(16)", "linaer(16)")
+
+    rewrite(checkpoint, break_source)
+    with pytest.raises(archdsl.ArchCheckpointError, match="no longer builds") as info:
+        archdsl.load_checkpoint(checkpoint)
+    assert code_of(info) == "E604"
+    assert "unknown op or block `linaer`" in str(info.value)  # the underlying diagnostic is shown
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(lambda sd: sd.pop("fc.bias"), "lacks the weight `fc.bias`", id="missing_weight"),
+        pytest.param(lambda sd: sd.update(extra=torch.zeros(1)), "unexpected weight `extra`", id="unexpected_weight"),
+        pytest.param(
+            lambda sd: sd.update({"out.weight": torch.zeros(3, 16)}),
+            "`out.weight` has shape [3, 16]",
+            id="wrong_shape",
+        ),
+    ],
+)
+def test_e605_weights_that_do_not_match(checkpoint, change, message):
+    rewrite(checkpoint, lambda payload: change(payload["state_dict"]))
+    with pytest.raises(archdsl.ArchCheckpointError, match=re.escape(message)) as info:
+        archdsl.load_checkpoint(checkpoint)
+    assert code_of(info) == "E605"
+
+
+def test_e605_checkpoint_of_another_architecture(checkpoint):
+    """The same file with other overrides: the first mismatching weight is named."""
+    rewrite(checkpoint, lambda payload: payload.update(overrides={"num_classes": 3}))
+    with pytest.raises(archdsl.ArchCheckpointError, match=re.escape("`out.weight` has shape [10, 16]")) as info:
+        archdsl.load_checkpoint(checkpoint)
+    assert code_of(info) == "E605"
+
+
+def test_e606_missing_folder(tmp_path):
+    with pytest.raises(archdsl.ArchCheckpointError, match="does not exist") as info:
+        archdsl.save_checkpoint(archdsl.load(MLP), tmp_path / "no" / "such" / "x.ckpt")
+    assert code_of(info) == "E606"
+
+
+def test_e606_target_is_a_folder(tmp_path):
+    target = tmp_path / "taken.ckpt"
+    target.mkdir()
+    with pytest.raises(archdsl.ArchCheckpointError, match="cannot write") as info:
+        archdsl.save_checkpoint(archdsl.load(MLP), target)
+    assert code_of(info) == "E606"
+    assert target.is_dir()
+
+
+def test_failed_checkpoint_write_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "taken.ckpt"
+    target.mkdir()
+    with pytest.raises(archdsl.ArchCheckpointError):
+        archdsl.save_checkpoint(archdsl.load(MLP), target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.ckpt"]
+
+
+# ----------------------------------------------------------------- diagrams (E701)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param({"level": "module"}, "unknown level `module`", id="unknown_level"),
+        pytest.param({"rankdir": "XY"}, "rankdir must be TB, LR, BT or RL", id="unknown_rankdir"),
+    ],
+)
+def test_e701_bad_render_options(options, message):
+    with pytest.raises(ArchRenderError, match=re.escape(message)) as info:
+        render_dot(MLP, **options)
+    assert code_of(info) == "E701"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        pytest.param("diagram.jpg", "unknown format `jpg`", id="unknown_format"),
+        pytest.param("diagram", "unknown format `(none)`", id="no_suffix"),
+        pytest.param("no/such/diagram.dot", "does not exist", id="missing_folder"),
+    ],
+)
+def test_e701_diagram_that_cannot_be_written(tmp_path, name, message):
+    with pytest.raises(ArchRenderError, match=re.escape(message)) as info:
+        write(render_dot(MLP), tmp_path / name)
+    assert code_of(info) == "E701"
+
+
+def test_e701_diagram_path_is_a_folder(tmp_path):
+    (tmp_path / "taken.dot").mkdir()
+    with pytest.raises(ArchRenderError, match="cannot write") as info:
+        write(render_dot(MLP), tmp_path / "taken.dot")
+    assert code_of(info) == "E701"
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot")
+def test_e701_graphviz_failure():
+    with pytest.raises(ArchRenderError, match="Graphviz failed") as info:
+        run_dot("this is { not DOT", "svg")
+    assert code_of(info) == "E701"
+
+
+# ----------------------------------------------------------------- data and training (E801-E807)
+
+
+@pytest.mark.parametrize(
+    ("spec", "shape", "message"),
+    [
+        pytest.param("imagefolder", (3, 8, 8), "needs a folder", id="folder_missing_from_spec"),
+        pytest.param("digits", (10,), "not a square image", id="flat_input_not_square"),
+        pytest.param("digits", (2, 8, 8), "wants 2 input channels", id="two_channels"),
+    ],
+)
+def test_e801_data_that_does_not_fit(spec, shape, message):
+    with pytest.raises(ArchDataError, match=message) as info:
+        load_data(spec, shape)
+    assert code_of(info) == "E801"
+
+
+def test_e801_image_dataset_for_a_flat_input(tmp_path):
+    pytest.importorskip("torchvision")
+    with pytest.raises(ArchDataError, match="gives images") as info:
+        load_data(f"cifar10:{tmp_path}", (64,))
+    assert code_of(info) == "E801"
+
+
+def test_e802_unknown_data_kind():
+    with pytest.raises(ArchDataError, match="unknown data `mnist`") as info:
+        load_data("mnist", (3, 8, 8))
+    assert code_of(info) == "E802"
+
+
+@pytest.mark.parametrize("kind", ["imagefolder", "cifar10"])
+def test_e803_unreadable_data_folder(tmp_path, kind):
+    pytest.importorskip("torchvision")
+    with pytest.raises(ArchDataError, match=f"cannot read {kind} data") as info:
+        load_data(f"{kind}:{tmp_path / 'missing'}", (3, 8, 8))
+    assert code_of(info) == "E803"
+
+
+def config(tmp_path, **changes) -> TrainConfig:
+    base = TrainConfig(
+        arch=MLP,
+        data="synthetic",
+        epochs=1,
+        batch_size=16,
+        out=str(tmp_path / "run"),
+        device="cpu",
+        synthetic_size=32,
+        progress=False,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def test_e804_cuda_asked_for_without_cuda(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
+    with pytest.raises(ArchDataError, match="no CUDA device") as info:
+        train(config(tmp_path, device="cuda"))
+    assert code_of(info) == "E804"
+
+
+def test_e805_output_does_not_match_the_classes(tmp_path):
+    with pytest.raises(ArchDataError, match="has 10 classes") as info:
+        train(config(tmp_path, overrides={"num_classes": 3}))
+    assert code_of(info) == "E805"
+    assert info.value.hint == "add `-p num_classes=10`"
+    assert not (tmp_path / "run").exists()
+
+
+def test_e805_network_with_two_outputs(tmp_path):
+    two = MLP.replace("out: linear(num_classes)", "out: linear(num_classes)\n    output out, fc")
+    with pytest.raises(ArchDataError, match="one input and one output") as info:
+        train(config(tmp_path, arch=two))
+    assert code_of(info) == "E805"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param({"optimizer": "adam"}, "unknown optimizer `adam`", id="optimizer"),
+        pytest.param({"schedule": "linear"}, "unknown schedule `linear`", id="schedule"),
+    ],
+)
+def test_e806_unknown_optimizer_or_schedule(tmp_path, changes, message):
+    with pytest.raises(ArchDataError, match=message) as info:
+        train(config(tmp_path, **changes))
+    assert code_of(info) == "E806"
+    assert not (tmp_path / "run").exists()
+
+
+def test_e807_resuming_from_a_plain_checkpoint(tmp_path, checkpoint):
+    with pytest.raises(ArchDataError, match="not a training checkpoint") as info:
+        train(config(tmp_path, resume=str(checkpoint)))
+    assert code_of(info) == "E807"
+
+
+# ----------------------------------------------------------------- export (E905, E906; E901-E904 in test_export.py)
+
+
+def test_e905_overrides_with_a_built_module(tmp_path):
+    from archdsl.export import ArchExportError, export
+
+    with pytest.raises(ArchExportError, match="num_classes") as info:
+        export(archdsl.load(MLP), tmp_path / "m.pt2", "pt2", num_classes=3)
+    assert code_of(info) == "E905"
+
+
+def test_e906_missing_output_folder(tmp_path):
+    from archdsl.export import ArchExportError, export
+
+    with pytest.raises(ArchExportError, match="does not exist") as info:
+        export(MLP, tmp_path / "no" / "m.pt2", "pt2")
+    assert code_of(info) == "E906"
+
+
+# ----------------------------------------------------------------- API options and limits
+
+
+def test_e229_unknown_feature_output():
+    with pytest.raises(archdsl.ArchNameError, match="`fcc` names no node") as info:
+        archdsl.load(MLP, outputs=["fcc"])
+    assert code_of(info) == "E229"
+    assert info.value.hint == "did you mean `fc`?"
+
+
+def test_e254_imports_nest_too_deeply(tmp_path):
+    chain = 40
+    for i in range(chain):
+        (tmp_path / f"m{i}.arch").write_text(f'import "m{i + 1}.arch"\nblock b{i} {{\n    relu\n}}\n')
+    (tmp_path / f"m{chain}.arch").write_text(f"block b{chain} {{\n    relu\n}}\n")
+    main = tmp_path / "main.arch"
+    main.write_text('import "m0.arch"\nnetwork n {\n    input x: [4]\n    b0()\n}\n')
+    with pytest.raises(archdsl.ArchImportError, match="imports nest deeper than") as info:
+        archdsl.graph(main)
+    assert code_of(info) == "E254"
+    span = info.value.span
+    assert Path(span.file).name == "m31.arch"  # main.arch and m0 ... m31 make 32 levels of imports
+    assert (span.line, span.column, span.end_column) == (1, 1, len('import "m32.arch"') + 1)
+
+
+def test_e321_too_many_nodes():
+    """The default node limit (200,000) is too slow to reach in a test; a lower one shows the error."""
+    text = "network n {\n    input x: [4]\n    s: stage relu() x 100\n}\n"
+    with pytest.raises(archdsl.ArchTypeError, match="more than 50 nodes") as info:
+        archdsl.graph(text, limits=archdsl.Limits(max_nodes=50))
+    assert code_of(info) == "E321"
+    assert info.value.span is not None and info.value.span.line == 3
+    assert len(archdsl.graph(text, limits=archdsl.Limits(max_nodes=101))) == 101  # the input and 100 relus
+
+
+def _nested_sums(depth: int, terms: int) -> str:
+    """Lists nested ``depth`` deep, each a sum of ``terms`` ones: within the parser's limits, deep as a tree."""
+    expr = "0"
+    for _ in range(depth):
+        expr = "[0, " + expr + " + 1" * terms + ", 0]"
+    return expr
+
+
+TOO_DEEP = "network n {\n    input x: [4]\n    let a = " + _nested_sums(40, 150) + "\n    relu\n}\n"
+
+
+def test_e323_input_too_deep_to_process():
+    with pytest.raises(archdsl.ArchTypeError, match="nests too deeply") as info:
+        archdsl.graph(TOO_DEEP)
+    assert code_of(info) == "E323"
+
+
+def test_e323_is_located():
+    with pytest.raises(archdsl.ArchTypeError) as info:
+        archdsl.graph(TOO_DEEP)
+    span = info.value.span
+    assert span is not None and span.file == "<string>" and span.line == 3
+
+
+# ----------------------------------------------------------------- guards no source can reach
+
+
+def test_e403_non_positive_shape(monkeypatch):
+    """Every shape rule rejects what would shrink a size below 1 (E401), so E403 is only a guard: shown with a
+    deliberately broken rule."""
+    from archdsl.ops import registry
+
+    broken = dataclasses.replace(registry.REGISTRY["relu"], infer=lambda args, shapes: (0,))
+    monkeypatch.setitem(registry.REGISTRY, "relu", broken)
+    with pytest.raises(archdsl.ArchShapeError, match=re.escape("non-positive shape [0]")) as info:
+        archdsl.graph(MLP)
+    assert code_of(info) == "E403"
+    assert info.value.span.line == 3
+
+
+def _span(line: int) -> Span:
+    return Span("<test>", line, 1, line, 2)
+
+
+def test_e502_node_no_input_reaches():
+    """Every op needs an input (E215, E322), so no source makes E502; the check itself still works."""
+    g = nx.DiGraph(inputs=["x"], outputs=["y", "z"])
+    g.add_node("x", op="input", span=_span(1))
+    g.add_node("y", op="relu", span=_span(2))
+    g.add_node("z", op="relu", span=_span(3))
+    g.add_edge("x", "y")
+    codes = [(err.code, err.message, err.span.line) for err in validate.check_reachability(g)]
+    assert codes == [("E502", "`z` does not depend on any input", 3)]
+
+
+def test_e590_broken_graph_invariant():
+    g = archdsl.graph(MLP)
+    g.nodes["fc"]["shape"] = (0,)
+    with pytest.raises(archdsl.ArchGraphError, match="internal error") as info:
+        validate.lint(g)
+    assert code_of(info) == "E590"
+    assert "node `fc` has the invalid shape (0,)" in info.value.message
+
+
+# ----------------------------------------------------------------- every code is tested somewhere
+
+
+def raised_codes() -> set[str]:
+    """Every ``code="E..."`` in the package, and the default codes of error classes raised without one."""
+    codes = set()
+    for path in (REPO / "archdsl").rglob("*.py"):
+        codes.update(re.findall(r'code="(E\d{3})"', path.read_text(encoding="utf-8")))
+    codes.update({"E701", "E801"})  # ArchRenderError and ArchDataError, raised with their default code
+    return codes
+
+
+def codes_with_tests() -> set[str]:
+    codes = set()
+    for path in (REPO / "tests" / "fixtures" / "invalid").glob("*.expected"):
+        codes.update(re.findall(r"^error\[(E\d{3})\]", path.read_text(encoding="utf-8"), flags=re.M))
+    for path in (REPO / "tests").glob("test_*.py"):
+        if path.name != Path(__file__).name:
+            codes.update(re.findall(r'"(E\d{3})"', path.read_text(encoding="utf-8")))
+    codes.update(re.findall(r"def test_e(\d{3})_", Path(__file__).read_text(encoding="utf-8")))
+    return {c if c.startswith("E") else f"E{c}" for c in codes}
+
+
+def test_every_code_has_a_test():
+    assert len(raised_codes()) > 90
+    untested = sorted(raised_codes() - codes_with_tests())
+    assert not untested, f"codes without a fixture or a test: {untested}"
