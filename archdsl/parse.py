@@ -470,5 +470,8 @@ def parse_expression(text: str, file: str, line: int, column: int) -> ast.Expr:
         span = error.span
         assert span is not None
         moved = Span(file, line, column + span.column - 1, line, column + span.end_column - 1)
+        if error.message == "unexpected end of file":  # of the template's expression, not of the file
+            end = column + len(text.rstrip())
+            raise ArchSyntaxError("the expression ends too early", Span(file, line, end, line, end + 1), error.hint)
         raise ArchSyntaxError(error.message, moved, error.hint) from None
     return _ToAst(file, line - 1, column - 1).transform(tree)
