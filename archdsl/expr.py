@@ -102,8 +102,9 @@ def _number(value: Value, span: Span, what: str) -> int | float:
 
 
 def _check_int(value: Value, span: Span) -> Value:
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > limits.current().max_int:
-        raise ArchTypeError(f"integer {value} is out of range (|n| <= 2**62)", span, code="E303")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > (most := limits.current().max_int):
+        bound = f"2**{most.bit_length() - 1}" if most & (most - 1) == 0 else f"{most:,}"
+        raise ArchTypeError(f"integer {value} is out of range (|n| <= {bound})", span, code="E303")
     if isinstance(value, float) and not math.isfinite(value):
         raise ArchTypeError("arithmetic produced an infinite or undefined number", span, code="E303")
     return value

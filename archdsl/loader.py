@@ -168,6 +168,10 @@ class _Loader:
                 "imports are relative to the importing file or the zoo",
                 code="E255",
             )
+        if not imp.path.endswith(".arch"):
+            raise ArchImportError(
+                f"import `{imp.path}` is not an `.arch` file", imp.span, "imports load only `.arch` files", code="E255"
+            )
         virtual_name = os.path.normpath(os.path.join(os.path.dirname(file), imp.path))
         if virtual_name in self.virtual:
             return self._enter(self.virtual[virtual_name], virtual_name, None, root, stack, imp)

@@ -1198,3 +1198,32 @@ def test_node_limit_stops_at_the_first_node_over_it():
 def test_limits_reject_nonsense(bad):
     with pytest.raises(ValueError, match="positive integer"):
         archdsl.Limits(max_repeat=bad)
+
+
+def test_import_through_a_symlink_pointing_outside_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.arch").write_text("block b() {\n    relu\n}\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "lib.arch").symlink_to(outside / "secret.arch")
+    (project / "main.arch").write_text('import "lib.arch"\nnetwork n() {\n    input x: [4]\n    b()\n}\n')
+    with pytest.raises(archdsl.ArchImportError) as info:
+        archdsl.graph(project / "main.arch")
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.code == "E255" and "leaves the folders" in diagnostic.message
+    assert diagnostic.span.line == 1
+
+
+def test_imports_load_only_arch_files(tmp_path):
+    (tmp_path / "helpers.py").write_text("import os\n")
+    (tmp_path / "main.arch").write_text('import "helpers.py"\nnetwork n() {\n    input x: [4]\n}\n')
+    with pytest.raises(archdsl.ArchImportError, match=r"is not an `\.arch` file") as info:
+        archdsl.graph(tmp_path / "main.arch")
+    assert info.value.diagnostics[0].code == "E255"
+
+
+def test_integer_limit_message_names_the_limit_in_force():
+    source = "network n() {\n    input x: [4]\n    fc: linear(2000)\n}\n"
+    with pytest.raises(archdsl.ArchError, match=r"\(\|n\| <= 1,000\)"):
+        archdsl.graph(source, limits=archdsl.Limits(max_int=1000))
