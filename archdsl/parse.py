@@ -472,6 +472,7 @@ def parse_expression(text: str, file: str, line: int, column: int) -> ast.Expr:
         moved = Span(file, line, column + span.column - 1, line, column + span.end_column - 1)
         if error.message == "unexpected end of file":  # of the template's expression, not of the file
             end = column + len(text.rstrip())
-            raise ArchSyntaxError("the expression ends too early", Span(file, line, end, line, end + 1), error.hint)
+            early = Span(file, line, end, line, end + 1)
+            raise ArchSyntaxError("the expression ends too early", early, error.hint) from None
         raise ArchSyntaxError(error.message, moved, error.hint) from None
     return _ToAst(file, line - 1, column - 1).transform(tree)
