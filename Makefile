@@ -57,5 +57,6 @@ images: $(STAMP)
 	$(BIN)/archdsl render googlenet --expand inception3a -o docs/images/googlenet.png
 	$(BIN)/archdsl render highway_fc --expand layers.0 -o docs/images/highway_fc.png
 
+# Every benchmark on the shipped defaults (about 25 minutes on 2 cores); one alone: python -m bench.NAME --help
 bench: $(STAMP) dot
-	$(BIN)/python -m bench render
+	$(BIN)/python -m bench render compiler train_step inference dense_memory compile_speed

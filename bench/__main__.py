@@ -1,4 +1,7 @@
-"""Run a benchmark by name: ``python -m bench render``."""
+"""Run benchmarks by name, on their defaults: ``python -m bench render compiler``.
+
+For options, run one as a module: ``python -m bench.train_step --networks resnet50 --device cuda``.
+"""
 
 import importlib
 import sys

@@ -1,0 +1,70 @@
+"""Training-step speed of archdsl's compiled modules against the hand-written PyTorch they replace.
+
+Target (issue 7, 2-core CPU): one training step (forward, cross-entropy backward, SGD step with
+momentum 0.9) of archdsl.load(name) takes at most 1.02x the reference's, measured side by side in
+one run: torchvision's resnet50, densenet121, googlenet and vgg16 at batch 8, 224x224, and the
+CIFAR networks (ResNet-20, ResNet-110, DenseNet-BC-100 k=12) at batch 64, 32x32 against the
+hand-written ones in bench/reference_cifar.py. Both models are in train mode, start from the same
+weights (archdsl's, loaded into the reference) and train on the same seeded batch and labels; the
+steps alternate (ABAB...) after a warm-up round. Writes bench/results/train_step.json.
+
+    python -m bench.train_step                       # about 4 minutes on an idle 2-core CPU
+    python -m bench.train_step --networks resnet50 --reps 10
+    python -m bench.train_step --device cuda         # bf16 autocast, channels_last
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from bench import timing
+from bench.timing import NETWORKS, RATIO_COLUMNS, Network, prepare, ratio_cells
+
+CHOICES = ["resnet50", "densenet121", "googlenet", "vgg16", "cifar_resnet20", "cifar_resnet110", "cifar_densenet_bc"]
+TARGET = 1.02
+
+
+def compare(net: Network, args: argparse.Namespace) -> dict:
+    """Time archdsl's and the reference's training steps in turn; ratios are archdsl / reference."""
+    ours = prepare(net.archdsl(), args.device)
+    reference = prepare(net.reference(), args.device)
+    reference.load_state_dict(ours.state_dict())
+    x, y = timing.batch(net, args.device)
+    steps = {name: timing.train_step(m, x, y, args.device) for name, m in [("archdsl", ours), ("reference", reference)]}
+    times = timing.alternate(steps, args.device, reps=args.reps, warmup=args.warmup, budget=args.budget)
+    kind = "hand-written" if net.zoo.startswith("cifar_") else "torchvision"
+    row = {"network": net.label, "batch": net.batch, "size": net.size, "reference": kind}
+    return row | timing.summary(times, "reference")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Compare every selected network, write the JSON, print the table."""
+    args = timing.parse(timing.parser("train_step", __doc__, CHOICES), argv)
+    rows = []
+    for label in args.networks:
+        net = NETWORKS[label].quick() if args.quick else NETWORKS[label]
+        with timing.progress(f"{label}: training steps, batch {net.batch}"):
+            rows.append(compare(net, args))
+    path = timing.write_results("train_step", args, {"target_ratio": TARGET, "rows": rows})
+    timing.print_table(
+        f"Training step, archdsl / reference ({args.device}; target <= {TARGET})",
+        ["network ", "batch", "reference ", "archdsl (s)", "reference (s)", *RATIO_COLUMNS, "target "],
+        [
+            [
+                r["network"],
+                r["batch"],
+                r["reference"],
+                f"{r['median_s']['archdsl']:.3f}",
+                f"{r['median_s']['reference']:.3f}",
+                *ratio_cells(r["ratio_to_reference"]["archdsl"]),
+                "met" if r["ratio_to_reference"]["archdsl"]["median"] <= TARGET else "missed",
+            ]
+            for r in rows
+        ],
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
