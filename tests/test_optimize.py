@@ -50,6 +50,23 @@ def test_memory_efficient_matches_plain_compile(name, overrides, shape):
         torch.testing.assert_close(lean(x), plain(x), rtol=1e-5, atol=1e-6)
 
 
+def test_memory_efficient_gradients_in_eval_mode():
+    """Frozen batch norms (eval mode) with gradients flowing, as when fine-tuning: backward uses running stats."""
+    plain = archdsl.load("cifar_densenet_bc", depth=22, seed=0).eval()
+    lean = archdsl.load("cifar_densenet_bc", depth=22, seed=0, memory_efficient=True).eval()
+    with torch.no_grad():
+        for module in (plain, lean):
+            for norm in (m for m in module.modules() if isinstance(m, nn.BatchNorm2d)):
+                generator = torch.Generator().manual_seed(norm.num_features)
+                norm.running_mean.copy_(torch.rand(norm.num_features, generator=generator) - 0.5)
+                norm.running_var.copy_(torch.rand(norm.num_features, generator=generator) + 0.5)
+    x = torch.randn(2, 3, 32, 32)
+    for module in (plain, lean):
+        module(x).square().mean().backward()
+    for p, q in zip(plain.parameters(), lean.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-7)
+
+
 def test_memory_efficient_rewrites_every_dense_layer_and_transition():
     module = archdsl.load("densenet121", memory_efficient=True)
     # 58 layers x (norm1 chain + norm2 chain) + 3 transitions; norm5 feeds a pooling, not a conv
