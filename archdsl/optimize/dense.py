@@ -154,7 +154,7 @@ def _norm_relu_conv(module: fx.GraphModule, norm: fx.Node) -> tuple[fx.Node, fx.
     if not isinstance(module.get_submodule(norm.target), _NORMS):
         return None
     relu = _sole_user(norm)
-    if relu is None or relu.op != "call_function" or relu.target is not torch.relu:
+    if relu is None or relu.op != "call_function" or relu.target not in (torch.relu, torch.relu_):
         return None
     conv = _sole_user(relu)
     if conv is None or conv.op != "call_module" or type(module.get_submodule(conv.target)) is not nn.Conv2d:
