@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ from torch import fx
 from archdsl.compile import compile_graph
 from archdsl.elaborate import Elaborator, elaborate
 from archdsl.errors import ArchCheckpointError, ArchError, ArchNameError, ArchTypeError, combine, did_you_mean
+from archdsl.limits import DEFAULT as DEFAULT_LIMITS
 from archdsl.limits import Limits
+from archdsl.limits import current as current_limits
 from archdsl.limits import using as using_limits
 from archdsl.loader import Program, load_program, resolve_source
 from archdsl.optimize import fuse_batchnorm, memory_efficient_dense
@@ -235,6 +238,8 @@ def _compile(
         "overrides": dict(overrides),
         "options": options,
     }
+    if current_limits() != DEFAULT_LIMITS:  # a checkpoint must rebuild under the same limits
+        meta["limits"] = dataclasses.asdict(current_limits())
     selected = None
     if outputs is not None:
         named = dict(outputs) if isinstance(outputs, dict) else {name: name for name in outputs}
@@ -282,6 +287,7 @@ def checkpoint_payload(module: fx.GraphModule) -> dict[str, Any]:
         "overrides": meta["overrides"],
         "outputs": meta.get("outputs"),
         "options": meta.get("options", {}),
+        "limits": meta.get("limits"),
         "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
     }
 
@@ -295,11 +301,16 @@ def atomic_save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
         )
     tmp = target.with_name(target.name + ".tmp")
     try:
-        torch.save(payload, tmp)
+        with open(tmp, "wb") as stream:
+            torch.save(payload, stream)
         os.replace(tmp, target)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:  # torch's writer reports a full disk as RuntimeError
         tmp.unlink(missing_ok=True)
-        raise ArchCheckpointError(f"cannot write {target}: {err.strerror or err}", None, code="E606") from None
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise ArchCheckpointError(f"cannot write {target}: {reason}", None, code="E606") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_checkpoint(module: fx.GraphModule, path: str | os.PathLike[str]) -> None:
@@ -326,25 +337,33 @@ def program_of(meta: dict[str, Any]) -> Program:
     return load_program(sources[meta["file"]], meta["file"], None, sources)
 
 
+def stored_limits(meta: dict[str, Any]) -> Limits | None:
+    """The limits a module was compiled under, when they were not the defaults."""
+    stored = meta.get("limits")
+    return Limits(**stored) if stored else None
+
+
 def graph_of_meta(meta: dict[str, Any]) -> nx.DiGraph:
     """The validated graph a compiled module (``module.meta["archdsl"]``) or a checkpoint was built from."""
-    return graph_of_program(program_of(meta), meta["network"], dict(meta["overrides"]))
+    with using_limits(stored_limits(meta)):
+        return graph_of_program(program_of(meta), meta["network"], dict(meta["overrides"]))
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> fx.GraphModule:
     """Rebuild a module from a checkpoint written by :func:`save_checkpoint` (``weights_only`` loading)."""
     payload = read_checkpoint(path)
     try:
-        module = _compile(
-            program_of(payload),
-            payload["network"],
-            None,
-            dict(payload["overrides"]),
-            payload.get("outputs"),
-            dict(payload.get("options") or {}),
-        )
+        overrides, options = payload["overrides"], payload.get("options") or {}
+        if not isinstance(overrides, dict) or not isinstance(options, dict):
+            raise TypeError("overrides and options must be dicts")
+        with using_limits(stored_limits(payload)):
+            module = _compile(
+                program_of(payload), payload["network"], None, dict(overrides), payload.get("outputs"), dict(options)
+            )
     except KeyError as err:
         raise ArchCheckpointError(f"checkpoint {path} lacks the entry {err}", None, code="E603") from None
+    except (TypeError, ValueError, AttributeError) as err:
+        raise ArchCheckpointError(f"checkpoint {path} is malformed: {err}", None, code="E603") from None
     except ArchError as err:
         raise ArchCheckpointError(
             f"the architecture stored in {path} no longer builds:\n{err}", None, code="E604"

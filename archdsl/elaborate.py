@@ -44,6 +44,7 @@ class Elaborator(StageExpander):
         self.pending_edges: list[tuple[NodeRef, str, str, int, Span]] = []
         self.poisoned: set[str] = set()
         self.block_stack: list[str] = []
+        self.instances = 0  # block calls so far: bounded like nodes, since a block may add none
         self._groups: tuple[Group, ...] = ()
         self._output_refs: list[NodeRef] = []
 
@@ -387,6 +388,11 @@ class Elaborator(StageExpander):
             )
         if len(self.block_stack) >= (depth := limits.current().max_block_depth):
             raise ArchNameError(f"blocks nest deeper than {depth}", call.callee_span, code="E217")
+        self.instances += 1
+        if self.instances > (most := limits.current().max_nodes):
+            hint = "raise it with archdsl.Limits(max_nodes=...) if the network really is this large"
+            message = f"the network expands to more than {most} block instances"
+            raise TooLarge(ArchTypeError(message, call.span, hint, code="E321"))
         if cursor is None:
             raise ArchNameError(
                 f"block `{block.name}` has no input",

@@ -181,13 +181,9 @@ def _input_shapes(module: nn.Module) -> list[tuple[int, ...]]:
             "pass example_inputs=(tensor, ...) with one tensor per input, batch dimension first",
             code="E903",
         )
-    from archdsl.api import graph_of_program
-    from archdsl.loader import load_program
+    from archdsl.api import graph_of_meta
 
-    sources = dict(meta["sources"])
-    file = meta["file"]
-    program = load_program(sources[file], file, None, sources)
-    g = graph_of_program(program, meta.get("network"), dict(meta.get("overrides", {})))
+    g = graph_of_meta(meta)
     return [tuple(g.nodes[node]["shape"]) for node in g.graph["inputs"]]
 
 

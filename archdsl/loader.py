@@ -169,9 +169,7 @@ class _Loader:
                 code="E255",
             )
         if not imp.path.endswith(".arch"):
-            raise ArchImportError(
-                f"import `{imp.path}` is not an `.arch` file", imp.span, "imports load only `.arch` files", code="E255"
-            )
+            raise _not_arch(imp)
         virtual_name = os.path.normpath(os.path.join(os.path.dirname(file), imp.path))
         if virtual_name in self.virtual:
             return self._enter(self.virtual[virtual_name], virtual_name, None, root, stack, imp)
@@ -183,6 +181,8 @@ class _Loader:
                 candidate = None
             if candidate is None or not _is_file(candidate):
                 continue
+            if candidate.suffix != ".arch":  # a link named .arch pointing at another kind of file
+                raise _not_arch(imp)
             allowed = (root.resolve(), zoo_dir().resolve(), here.resolve())
             if not any(candidate.is_relative_to(r) for r in allowed):
                 raise ArchImportError(
@@ -207,3 +207,9 @@ class _Loader:
         if display in self.modules:
             return self.modules[display]
         return self.load(text, display, real_path, root, stack)
+
+
+def _not_arch(imp: ast.Import) -> ArchImportError:
+    return ArchImportError(
+        f"import `{imp.path}` is not an `.arch` file", imp.span, "imports load only `.arch` files", code="E255"
+    )

@@ -476,3 +476,25 @@ def test_every_code_has_a_test():
     assert len(raised_codes()) > 90
     untested = sorted(raised_codes() - codes_with_tests())
     assert not untested, f"codes without a fixture or a test: {untested}"
+
+
+@pytest.mark.parametrize("field", ["options", "overrides"])
+def test_e603_checkpoint_with_malformed_fields(tmp_path, field):
+    archdsl.save_checkpoint(archdsl.load(MLP), tmp_path / "ok.pt")
+    payload = torch.load(tmp_path / "ok.pt", weights_only=True)
+    payload[field] = ["fuse"]
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(archdsl.ArchCheckpointError, match="malformed") as info:
+        archdsl.load_checkpoint(tmp_path / "bad.pt")
+    assert code_of(info) == "E603"
+
+
+def test_e606_when_torch_cannot_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(archdsl.ArchCheckpointError, match="file write failed") as info:
+        archdsl.save_checkpoint(archdsl.load(MLP), tmp_path / "model.pt")
+    assert code_of(info) == "E606"
+    assert list(tmp_path.iterdir()) == []

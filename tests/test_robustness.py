@@ -1172,6 +1172,8 @@ network n() {
         ({"max_bracket_depth": 3}, "network n() {\n    let a = ((((1))))\n    input x: [4]\n}\n", "E102"),
         ({"max_operators": 3}, "network n() {\n    let a = 1 + 2 + 3 + 4 + 5\n    input x: [4]\n}\n", "E102"),
         ({"max_int": 1000}, "network n() {\n    input x: [4]\n    fc: linear(10 ** 4)\n}\n", "E3"),
+        ({"max_prefix_run": 2}, "network n() {\n    let a = - - - 1\n    input x: [4]\n}\n", "E102"),
+        ({"max_dim": 100}, "network n() {\n    input x: [4]\n    fc: linear(200)\n}\n", "E404"),
         ({"max_import_depth": 1}, 'import "a.arch"\nnetwork n() {\n    input x: [4]\n}\n', "E254"),
         ({"max_block_depth": 1}, NESTED_BLOCKS, "E217"),
     ],
@@ -1227,3 +1229,33 @@ def test_integer_limit_message_names_the_limit_in_force():
     source = "network n() {\n    input x: [4]\n    fc: linear(2000)\n}\n"
     with pytest.raises(archdsl.ArchError, match=r"\(\|n\| <= 1,000\)"):
         archdsl.graph(source, limits=archdsl.Limits(max_int=1000))
+
+
+def test_blocks_that_add_no_nodes_still_count_against_the_limit():
+    """10^8 instances of an empty-handed block would hang; the instance count stops them at once."""
+    source = (
+        "block b() {\n    assert true\n}\n"
+        "block c() {\n    s: stage b() x 10000\n}\n"
+        "network n {\n    input x: [4]\n    t: stage c() x 10000\n    fc: linear(2)\n}\n"
+    )
+    with time_limit(60), pytest.raises(archdsl.ArchError) as info:
+        archdsl.graph(source, limits=archdsl.Limits(max_nodes=5000))
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.code == "E321" and "block instances" in diagnostic.message
+    assert diagnostic.span.line == 5
+
+
+def test_import_of_a_link_to_a_non_arch_file_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("block b() {\n    relu\n}\n")
+    (tmp_path / "lib.arch").symlink_to(tmp_path / "notes.txt")
+    (tmp_path / "main.arch").write_text('import "lib.arch"\nnetwork n() {\n    input x: [4]\n    b()\n}\n')
+    with pytest.raises(archdsl.ArchImportError, match=r"is not an `\.arch` file"):
+        archdsl.graph(tmp_path / "main.arch")
+
+
+def test_a_checkpoint_rebuilds_under_the_limits_it_was_compiled_with(tmp_path):
+    source = "network n() {\n    input x: [4]\n    s: stage linear(4) x 12000\n}\n"
+    module = archdsl.load(source, limits=archdsl.Limits(max_repeat=20_000))
+    archdsl.save_checkpoint(module, tmp_path / "big.pt")
+    restored = archdsl.load_checkpoint(tmp_path / "big.pt")
+    assert len(list(restored.parameters())) == len(list(module.parameters()))
