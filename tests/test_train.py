@@ -65,8 +65,8 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tiny_resnet, tmp_p
     path = Path(result.out) / "checkpoint.pt"
     before = path.read_bytes()
 
-    def crash(obj, target, *args, **kwargs):
-        Path(target).write_bytes(b"partial")
+    def crash(obj, stream, *args, **kwargs):
+        stream.write(b"partial")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", crash)
@@ -76,6 +76,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tiny_resnet, tmp_p
     with pytest.raises(KeyboardInterrupt):
         save_training_checkpoint(path, model, optimizer, scheduler, 2, [], tiny(tiny_resnet, tmp_path))
     assert path.read_bytes() == before
+    assert not path.with_name(path.name + ".tmp").exists()
     torch.load(path, weights_only=True)
 
 

@@ -79,6 +79,9 @@ def _conv_macs(args: Args, shapes: Sequence[Shape], out: Shape) -> int:
 
 
 def _conv_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
+    # Built on the meta device, then given storage: the weights are initialised once, by the
+    # paper's rule below, not first by nn.Conv2d's default as well (a second pass over every weight).
+    device = torch.empty(()).device  # honours `with torch.device(...)` and set_default_device
     conv = nn.Conv2d(
         shapes[0][0],
         args["out"],
@@ -88,7 +91,8 @@ def _conv_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
         dilation=args["dilation"],
         groups=args["groups"],
         bias=args["bias"],
-    )
+        device="meta",
+    ).to_empty(device=device)
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     if conv.bias is not None:
         nn.init.constant_(conv.bias, args["bias_init"])
