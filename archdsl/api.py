@@ -120,7 +120,7 @@ def validate(structural: nx.DiGraph, elaborator: Elaborator, program: Program) -
     if errors:
         raise combine(errors, program.sources)
     final = _finalize(structural, program)
-    problems = check_reachability(final) + check_module_paths(final)
+    problems = check_reachability(final) + check_module_paths(final) + check_size(final)
     if problems:
         raise combine(problems, program.sources)
     lint(final)
@@ -132,6 +132,17 @@ def _with_edges(g: nx.DiGraph, edges: list[tuple[str, str]]) -> nx.DiGraph:
     for u, v in edges:
         h.add_edge(u, v, kind="flow", position=0, span=g.nodes[v]["span"])
     return h
+
+
+def check_size(g: nx.DiGraph) -> list[ArchError]:
+    """A network too large to allocate is an error before any weight is (E326)."""
+    most = current_limits().max_params
+    if g.graph["total_params"] <= most:
+        return []
+    largest = max(g.nodes, key=lambda n: g.nodes[n]["params"])
+    message = f"the network has {g.graph['total_params']:,} parameters, more than the limit of {most:,}"
+    hint = f"`{largest}` alone has {g.nodes[largest]['params']:,}; raise the limit with archdsl.Limits(max_params=...)"
+    return [ArchTypeError(message, g.nodes[largest]["span"], hint, code="E326")]
 
 
 def title_of(g: nx.DiGraph) -> str:

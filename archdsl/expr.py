@@ -267,6 +267,8 @@ def _binary(expr: ast.Binary, scope: Scope) -> Value:
             _number(left, expr.left.span, f"`{expr.op}`"), _number(right, expr.right.span, f"`{expr.op}`")
         )
     if expr.op == "+" and isinstance(left, str) and isinstance(right, str):
+        if len(left) + len(right) > (most := limits.current().max_string):
+            raise ArchTypeError(f"this string would be longer than {most:,} characters", expr.span, code="E303")
         return left + right
     a = _number(left, expr.left.span, f"`{expr.op}`")
     b = _number(right, expr.right.span, f"`{expr.op}`")

@@ -31,6 +31,8 @@ class Limits:
     max_operators: int = 200  # operators in one expression
     max_int: int = 2**62  # magnitude of any integer the language computes
     max_dim: int = 2**31  # any tensor dimension
+    max_params: int = 2**32  # parameters of one network (16 GiB of float32): checked before any is allocated
+    max_string: int = 100_000  # characters of a string the language computes
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

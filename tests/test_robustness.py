@@ -1172,6 +1172,8 @@ network n() {
         ({"max_bracket_depth": 3}, "network n() {\n    let a = ((((1))))\n    input x: [4]\n}\n", "E102"),
         ({"max_operators": 3}, "network n() {\n    let a = 1 + 2 + 3 + 4 + 5\n    input x: [4]\n}\n", "E102"),
         ({"max_int": 1000}, "network n() {\n    input x: [4]\n    fc: linear(10 ** 4)\n}\n", "E3"),
+        ({"max_params": 100}, "network n() {\n    input x: [4]\n    fc: linear(100)\n}\n", "E326"),
+        ({"max_string": 10}, 'network n() {\n    let s = "abcdef" + "ghijkl"\n    input x: [4]\n}\n', "E303"),
         ({"max_prefix_run": 2}, "network n() {\n    let a = - - - 1\n    input x: [4]\n}\n", "E102"),
         ({"max_dim": 100}, "network n() {\n    input x: [4]\n    fc: linear(200)\n}\n", "E404"),
         ({"max_import_depth": 1}, 'import "a.arch"\nnetwork n() {\n    input x: [4]\n}\n', "E254"),
