@@ -63,7 +63,14 @@ def graph(
     Raises an :class:`~archdsl.errors.ArchError` carrying every problem found.
     """
     with using_limits(limits):
-        return graph_of_program(load_source(source), network, {**(params or {}), **overrides})
+        return graph_of_program(load_source(source), network, _merged(params, overrides))
+
+
+def _merged(params: dict[str, Any] | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    both = sorted(set(params or {}) & set(overrides))
+    if both:
+        raise TypeError(f"network parameter {both[0]!r} given both in params= and as a keyword")
+    return {**(params or {}), **overrides}
 
 
 def graph_of_program(
@@ -229,7 +236,7 @@ def load(
     """
     options = {"memory_efficient": memory_efficient, "fuse": fuse}
     with using_limits(limits):
-        return _compile(load_source(source), network, seed, {**(params or {}), **overrides}, outputs, options)
+        return _compile(load_source(source), network, seed, _merged(params, overrides), outputs, options)
 
 
 def _compile(

@@ -129,3 +129,9 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(archdsl.ArchCheckpointError, match="cannot read checkpoint"):
         archdsl.load_checkpoint(path)
+
+
+def test_params_dict_sets_network_parameters_and_refuses_a_name_given_twice():
+    assert archdsl.graph("cifar_resnet", params={"depth": 32}).graph["total_params"] == 464_154
+    with pytest.raises(TypeError, match="'depth' given both"):
+        archdsl.load("cifar_resnet", params={"depth": 20}, depth=32)
