@@ -149,10 +149,26 @@ def _resolve_module(module_or_source: Any, overrides: dict[str, Any]) -> nn.Modu
                 "pass them to archdsl.load(...), or pass the source instead of the module",
                 code="E905",
             )
-        return module_or_source
+        return _without_training_rewrites(module_or_source)
     from archdsl.api import load
 
-    return load(module_or_source, **overrides)
+    return load(module_or_source, **{**overrides, "memory_efficient": False})
+
+
+def _without_training_rewrites(module: nn.Module) -> nn.Module:
+    """A memory-efficient module's plain twin with the same weights: the rewrite only helps training."""
+    meta = getattr(module, "meta", {}).get("archdsl") or {}
+    if not meta.get("options", {}).get("memory_efficient"):
+        return module
+    from archdsl.api import _compile, program_of, stored_limits
+    from archdsl.limits import using as using_limits
+
+    options = {**meta["options"], "memory_efficient": False}
+    with using_limits(stored_limits(meta)):
+        plain = _compile(program_of(meta), meta["network"], None, dict(meta["overrides"]), meta.get("outputs"), options)
+    plain.load_state_dict(module.state_dict())
+    plain.train(module.training)
+    return plain
 
 
 def _example_inputs(module: nn.Module, given: Inputs | None) -> tuple[torch.Tensor, ...]:

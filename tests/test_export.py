@@ -214,3 +214,13 @@ def test_exporter_failures_become_arch_errors(tmp_path):
         export(Unscriptable(), tmp_path / "m.torchscript", "torchscript", example_inputs=torch.randn(1, 2))
     assert info.value.code == "E904" and "Unscriptable" in info.value.message
     assert info.value.__cause__ is not None
+
+
+def test_a_memory_efficient_module_exports_as_its_plain_twin(tmp_path):
+    """The rewrite only helps training; export writes the same weights in the plain graph."""
+    module = archdsl.load("cifar_densenet_bc", depth=22, seed=0, memory_efficient=True).eval()
+    path = export(module, tmp_path / "lean.pt", "torchscript")
+    scripted = torch.jit.load(path)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), module(x))
