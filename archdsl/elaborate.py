@@ -607,15 +607,19 @@ def _callee_name(target) -> str:
 
 
 def _labels(stmt) -> list[str]:
-    if isinstance(stmt, ast.If):
-        return [label for inner in (*stmt.then, *stmt.other) for label in _labels(inner)]
-    if isinstance(stmt, ast.Chain):
-        return [link.label for link in stmt.links if link.label]
-    if isinstance(stmt, ast.Skip):
-        return [x for x in (stmt.label, stmt.alias) if x]
-    if isinstance(stmt, ast.InputDecl):
-        return [stmt.name]
-    return []
+    """The labels a statement defines, in order; a loop, since `else if` chains nest without bound."""
+    labels, pending = [], [stmt]
+    while pending:
+        stmt = pending.pop()
+        if isinstance(stmt, ast.If):
+            pending.extend(reversed((*stmt.then, *stmt.other)))
+        elif isinstance(stmt, ast.Chain):
+            labels.extend(link.label for link in stmt.links if link.label)
+        elif isinstance(stmt, ast.Skip):
+            labels.extend(x for x in (stmt.label, stmt.alias) if x)
+        elif isinstance(stmt, ast.InputDecl):
+            labels.append(stmt.name)
+    return labels
 
 
 def _expr_path(expr: ast.Expr) -> str | None:

@@ -1261,3 +1261,12 @@ def test_a_checkpoint_rebuilds_under_the_limits_it_was_compiled_with(tmp_path):
     archdsl.save_checkpoint(module, tmp_path / "big.pt")
     restored = archdsl.load_checkpoint(tmp_path / "big.pt")
     assert len(list(restored.parameters())) == len(list(module.parameters()))
+
+
+def test_a_long_else_if_chain_is_a_located_error_not_a_recursion_error():
+    arms = "".join(f" else if 0 == {i} {{\n        a{i}: relu\n    }}" for i in range(1, 3000))
+    source = "network n {\n    input x: [4]\n    if 0 == 1 {\n        a0: relu\n    }" + arms + "\n}\n"
+    with time_limit(120), pytest.raises(archdsl.ArchError) as info:
+        archdsl.graph(source)
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.code == "E323" and diagnostic.span is not None and diagnostic.span.line > 3
