@@ -210,3 +210,14 @@ def test_memory_efficient_falls_back_to_the_modules_when_they_are_hooked():
     torch.testing.assert_close(seen[1], seen[0])
     for p, q in zip(plain.parameters(), lean.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_memory_efficient_allows_two_forwards_before_one_backward():
+    """Weight sharing (siamese inputs, gradient accumulation) runs the module twice before backward."""
+    plain = archdsl.load("cifar_densenet_bc", depth=22, seed=5)
+    lean = archdsl.load("cifar_densenet_bc", depth=22, seed=5, memory_efficient=True)
+    a, b = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    for module in (plain, lean):
+        (module(a) - module(b)).square().mean().backward()
+    for p, q in zip(plain.parameters(), lean.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6)

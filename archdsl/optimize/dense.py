@@ -60,14 +60,17 @@ class ConcatNormReluConv(torch.autograd.Function):
         ctx.norm, ctx.conv, ctx.use_batch = norm, conv, use_batch
         ctx.conv_dtype = out.dtype  # under autocast the convolution ran in a lower precision
         ctx.sizes = [f.shape[1] for f in features]
-        ctx.save_for_backward(save_mean, save_invstd, gamma, beta, weight, *features)
+        # In eval mode backward normalises with the running statistics, which must be forward's; in
+        # training they are not read, and saving them would forbid a second forward before backward.
+        stats = (None, None) if use_batch else (norm.running_mean, norm.running_var)
+        ctx.save_for_backward(save_mean, save_invstd, *stats, gamma, beta, weight, *features)
         return out
 
     @staticmethod
     @once_differentiable  # double backward (gradient penalties) needs the plain compile
     def backward(ctx, grad_out):
         norm, conv = ctx.norm, ctx.conv
-        save_mean, save_invstd, gamma, beta, weight, *features = ctx.saved_tensors
+        save_mean, save_invstd, running_mean, running_var, gamma, beta, weight, *features = ctx.saved_tensors
         x = _join(features)
         y = _normalize(x, gamma, beta, save_mean, save_invstd)
         need = ctx.needs_input_grad
@@ -91,8 +94,8 @@ class ConcatNormReluConv(torch.autograd.Function):
             grad_y,
             x,
             gamma,
-            norm.running_mean,
-            norm.running_var,
+            running_mean,
+            running_var,
             save_mean,
             save_invstd,
             ctx.use_batch,
