@@ -161,20 +161,25 @@ def test_memory_efficient_leaves_networks_without_the_pattern_alone():
 )
 def test_fuse_folds_batchnorm_within_tolerance(name, overrides, folded):
     plain = archdsl.load(name, seed=0, **overrides).eval()
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # non-trivial running statistics, so that folding has something to fold
         for m in plain.modules():
             if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.5, 0.5, generator=generator)
+                m.running_var.uniform_(0.5, 2.0, generator=generator)
+                m.weight.uniform_(0.5, 1.5, generator=generator)
+                m.bias.uniform_(-0.2, 0.2, generator=generator)
     fused = copy.deepcopy(plain)
     assert fuse_batchnorm(fused) == folded
     assert not fused.training
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 64, 64, generator=generator)
     with torch.no_grad():
-        torch.testing.assert_close(fused(x), plain(x), rtol=1e-4, atol=1e-4)
+        expected = plain(x)
+        # 1e-4 of the output's scale: these untrained logits reach a few hundred, and folding
+        # reassociates float32 sums (measured: 2e-4 absolute on googlenet's 250, 7e-7 relative)
+        scale = max(1.0, expected.abs().max().item())
+        torch.testing.assert_close(fused(x), expected, rtol=1e-4, atol=1e-4 * scale)
 
 
 def test_fuse_keyword_and_checkpoint_round_trip(tmp_path):
