@@ -1,9 +1,9 @@
 """Memory-efficient dense connectivity: concat -> BN -> ReLU -> conv without storing the concatenation.
 
 A DenseNet layer normalises the concatenation of every earlier feature map.
-Plain autograd keeps three tensors of that width per layer (the
-concatenation, the normalised values, the ReLU output), so memory grows
-quadratically with block depth. :class:`ConcatNormReluConv` keeps only its
+Plain autograd keeps two tensors of that width per layer (the
+concatenation, and the normalised values that the in-place ReLU overwrites),
+so memory grows quadratically with block depth. :class:`ConcatNormReluConv` keeps only its
 inputs (the feature maps, which exist anyway) and the batch statistics, and
 recomputes the cheap element-wise part in backward. Unlike gradient
 checkpointing (torchvision's ``memory_efficient=True``) it never runs the
