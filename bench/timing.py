@@ -1,9 +1,9 @@
 """Shared helpers of the model-speed benchmarks: networks and their references, devices,
 alternating side-by-side timing, ratio statistics, tables and JSON results.
 
-Every comparison runs its contenders in one process, in turn (ABAB...), after warm-up rounds,
-and is reported as the median of the per-round ratios with their spread, because absolute
-times on shared machines drift.
+Every comparison runs its contenders in one process, in turn (AB BA AB ...: the order reverses
+every round), after warm-up rounds, and is reported as the median of the per-round ratios with
+their spread, because absolute times on shared machines drift.
 """
 
 from __future__ import annotations
@@ -220,7 +220,10 @@ def timed(fn: Callable[[], object], device: str) -> float:
 def alternate(
     contenders: dict[str, Callable[[], object]], device: str, *, reps: int | None, warmup: int, budget: float
 ) -> dict[str, list[float]]:
-    """Seconds per call of each contender, called in turn (ABAB...) after ``warmup`` untimed rounds.
+    """Seconds per call of each contender, called in turn after ``warmup`` untimed rounds.
+
+    The order reverses every round (AB BA AB ...), so that neither contender always runs first:
+    on a shared CPU the first call after another model's step pays for its cache and allocator state.
 
     Without ``reps``, rounds continue until ``budget`` seconds have passed, at least MIN_REPS
     and at most MAX_REPS of them. Calls faster than MIN_SAMPLE_S are repeated within a round
@@ -231,7 +234,8 @@ def alternate(
     times: dict[str, list[float]] = {name: [] for name in contenders}
     start = time.perf_counter()
     for rounds in range(1, (reps or MAX_REPS) + 1):
-        for name, fn in contenders.items():
+        order = list(contenders.items())
+        for name, fn in order if rounds % 2 else reversed(order):
             times[name].append(timed(lambda fn=fn: [fn() for _ in range(calls)], device) / calls)
         if reps is None and rounds >= MIN_REPS and time.perf_counter() - start >= budget:
             break

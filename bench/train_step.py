@@ -6,7 +6,7 @@ one run: torchvision's resnet50, densenet121, googlenet and vgg16 at batch 8, 22
 CIFAR networks (ResNet-20, ResNet-110, DenseNet-BC-100 k=12) at batch 64, 32x32 against the
 hand-written ones in bench/reference_cifar.py. Both models are in train mode, start from the same
 weights (archdsl's, loaded into the reference) and train on the same seeded batch and labels; the
-steps alternate (ABAB...) after a warm-up round. Writes bench/results/train_step.json.
+steps alternate (AB BA ...) after a warm-up round. Writes bench/results/train_step.json.
 
     python -m bench.train_step                       # about 4 minutes on an idle 2-core CPU
     python -m bench.train_step --networks resnet50 --reps 10
