@@ -228,8 +228,8 @@ def load(
     chain (DenseNet layers and transitions) keep only its inputs for
     backward, so training memory grows linearly with block depth; gradients
     are unchanged. ``fuse`` folds batch norms into the convolutions before
-    them and returns the module in eval mode, for inference. ``limits`` is
-    and ``params`` are as for :func:`graph`.
+    them and returns the module in eval mode, for inference. ``limits`` and
+    ``params`` are as for :func:`graph`.
     The module remembers its sources, overrides and options in
     ``module.meta["archdsl"]`` so that :func:`save_checkpoint` can write a
     self-contained checkpoint.
@@ -367,17 +367,23 @@ def graph_of_meta(meta: dict[str, Any]) -> nx.DiGraph:
         return graph_of_program(program_of(meta), meta["network"], dict(meta["overrides"]))
 
 
+def rebuild(meta: dict[str, Any], **options: bool) -> fx.GraphModule:
+    """A fresh module from a module's meta or a checkpoint payload: its sources, overrides, outputs,
+    options (``options`` replace some) and limits, with newly initialised weights."""
+    overrides, stored = meta["overrides"], meta.get("options") or {}
+    if not isinstance(overrides, dict) or not isinstance(stored, dict):
+        raise TypeError("overrides and options must be dicts")
+    with using_limits(stored_limits(meta)):
+        return _compile(
+            program_of(meta), meta["network"], None, dict(overrides), meta.get("outputs"), {**stored, **options}
+        )
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> fx.GraphModule:
     """Rebuild a module from a checkpoint written by :func:`save_checkpoint` (``weights_only`` loading)."""
     payload = read_checkpoint(path)
     try:
-        overrides, options = payload["overrides"], payload.get("options") or {}
-        if not isinstance(overrides, dict) or not isinstance(options, dict):
-            raise TypeError("overrides and options must be dicts")
-        with using_limits(stored_limits(payload)):
-            module = _compile(
-                program_of(payload), payload["network"], None, dict(overrides), payload.get("outputs"), dict(options)
-            )
+        module = rebuild(payload)
     except KeyError as err:
         raise ArchCheckpointError(f"checkpoint {path} lacks the entry {err}", None, code="E603") from None
     except (TypeError, ValueError, AttributeError) as err:
@@ -393,7 +399,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> fx.GraphModule:
 def _load_state(module: fx.GraphModule, state: Any, path: Any) -> None:
     if not isinstance(state, dict):
         raise ArchCheckpointError(f"checkpoint {path} has no state_dict", None, code="E603")
-    expected = module.state_dict()
+    expected = module.state_dict(keep_vars=True)
     for key, tensor in expected.items():
         if key not in state:
             raise ArchCheckpointError(f"checkpoint {path} lacks the weight `{key}`", None, code="E605")
@@ -412,5 +418,5 @@ def _load_state(module: fx.GraphModule, state: Any, path: Any) -> None:
     # Keys and shapes are checked above; copying directly avoids load_state_dict,
     # whose cost grows with the square of a module's children (10,000 blocks: 11 s).
     with torch.no_grad():
-        for key, tensor in module.state_dict(keep_vars=True).items():
+        for key, tensor in expected.items():
             tensor.copy_(state[key])

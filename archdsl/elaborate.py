@@ -390,9 +390,7 @@ class Elaborator(StageExpander):
             raise ArchNameError(f"blocks nest deeper than {depth}", call.callee_span, code="E217")
         self.instances += 1
         if self.instances > (most := limits.current().max_nodes):
-            hint = "raise it with archdsl.Limits(max_nodes=...) if the network really is this large"
-            message = f"the network expands to more than {most} block instances"
-            raise TooLarge(ArchTypeError(message, call.span, hint, code="E321"))
+            raise TooLarge(f"the network expands to more than {most} block instances", call.span)
         if cursor is None:
             raise ArchNameError(
                 f"block `{block.name}` has no input",
@@ -522,8 +520,7 @@ class Elaborator(StageExpander):
         node_id = frame.prefix + local
         self._claim(frame, local, label_span or span)
         if self.graph.number_of_nodes() >= (most := limits.current().max_nodes):
-            hint = "raise it with archdsl.Limits(max_nodes=...) if the network really is this large"
-            raise TooLarge(ArchTypeError(f"the network has more than {most} nodes", span, hint, code="E321"))
+            raise TooLarge(f"the network has more than {most} nodes", span)
         groups = self._groups_now() if groups is None else groups
         self.graph.add_node(node_id, op=op, span=span, label_span=label_span, groups=tuple(groups), **attrs)
         return node_id
@@ -641,11 +638,12 @@ def _from_python(value: Any) -> Any:
 
 
 class TooLarge(Exception):
-    """Stops elaboration at once: unlike other errors, a node-count overflow is not worth collecting."""
+    """Stops elaboration at once (E321): unlike other errors, a size overflow is not worth collecting."""
 
-    def __init__(self, error: ArchError) -> None:
-        super().__init__(str(error))
-        self.error = error
+    def __init__(self, message: str, span: Span) -> None:
+        super().__init__(message)
+        hint = "raise it with archdsl.Limits(max_nodes=...) if the network really is this large"
+        self.error = ArchTypeError(message, span, hint, code="E321")
 
 
 def elaborate(program: Program, network: str | None, overrides: Mapping[str, Any]) -> tuple[nx.DiGraph, Elaborator]:

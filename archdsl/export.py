@@ -160,12 +160,9 @@ def _without_training_rewrites(module: nn.Module) -> nn.Module:
     meta = getattr(module, "meta", {}).get("archdsl") or {}
     if not meta.get("options", {}).get("memory_efficient"):
         return module
-    from archdsl.api import _compile, program_of, stored_limits
-    from archdsl.limits import using as using_limits
+    from archdsl.api import rebuild
 
-    options = {**meta["options"], "memory_efficient": False}
-    with using_limits(stored_limits(meta)):
-        plain = _compile(program_of(meta), meta["network"], None, dict(meta["overrides"]), meta.get("outputs"), options)
+    plain = rebuild(meta, memory_efficient=False)
     plain.load_state_dict(module.state_dict())
     plain.train(module.training)
     return plain
