@@ -73,7 +73,8 @@ from functools import cache
 from lark import Lark, Token, Tree
 
 from archdsl.errors import ArchSyntaxError
-from archdsl.parse import build_parser, parse
+from archdsl.grammar import build_parser
+from archdsl.parse import parse
 
 __all__ = ["WIDTH", "check", "format_source"]
 
@@ -101,7 +102,7 @@ _LOCK = threading.Lock()
 
 @cache
 def _cst_parser() -> Lark:
-    """The parser of :mod:`archdsl.parse`, keeping every token (a concrete syntax tree) and reporting comments."""
+    """The parser of :mod:`archdsl.grammar`, keeping every token (a concrete syntax tree) and reporting comments."""
     return build_parser(keep_all_tokens=True, lexer_callbacks={"COMMENT": _SINK})
 
 

@@ -1,114 +1,25 @@
 """Stage 1: text -> typed AST (:class:`archdsl.syntax.Module`).
 
-One cached LALR parser built from ``grammars/arch.lark``; a postlexer that
-makes newlines mean "end of statement" only where that is meaningful; a
-transformer that turns Lark trees into frozen dataclasses with spans.
+The cached LALR parser of :mod:`archdsl.grammar` reads the text; a
+transformer turns its Lark trees into frozen dataclasses with spans.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Iterator
-from functools import cache
 
-from lark import Lark, Token, Transformer_NonRecursive, v_args
+from lark import Token, Transformer_NonRecursive, v_args
 from lark.exceptions import UnexpectedInput, VisitError
 
 from archdsl import syntax as ast
 from archdsl.errors import ArchError, ArchSyntaxError, Span, combine
-from archdsl.limits import current as current_limits
-from archdsl.resources import grammar_path
+from archdsl.grammar import Postlexer, TooComplex, expression_parser, parser
 from archdsl.syntax_errors import blank_line, recoverable, syntax_error
 
 MAX_SYNTAX_ERRORS = 20
 
-# Tokens after which a line break never ends a statement.
-_CONTINUES_AFTER = {"_ARROW", "COMMA", "LBRACE", "EQUAL", "_NL"}
-
-
-_OPERATORS = {"ADD_OP", "MUL_OP", "_POW", "COMP_OP", "OR", "AND", "IF", "LSQB", "DOT"}
-_PREFIX = {"MINUS", "PLUS", "NOT"}
-
-
-class _TooComplex(Exception):
-    def __init__(self, message: str, token: Token) -> None:
-        super().__init__(message)
-        self.message = message
-        self.token = token
-
-
-class _Postlexer:
-    """Drop line breaks inside brackets and after ``->``; end every statement with one.
-
-    Also enforces the nesting and size limits of one statement.
-    """
-
-    always_accept = ("_NL", "RBRACE")
-
-    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
-        depth = operators = prefix_run = 0
-        limits = current_limits()
-        last: Token | None = None
-        for tok in stream:
-            kind = tok.type
-            if kind == "_NL":
-                if depth == 0 and last is not None and last.type not in _CONTINUES_AFTER:
-                    operators = 0
-                    last = tok
-                    yield tok
-                continue
-            if kind in ("LPAR", "LSQB"):
-                depth += 1
-                if depth > limits.max_bracket_depth:
-                    raise _TooComplex(f"brackets nest deeper than {limits.max_bracket_depth} levels", tok)
-            elif kind in ("RPAR", "RSQB"):
-                depth = max(0, depth - 1)
-            if kind in ("_ARROW", "COMMA"):
-                operators = 0  # each argument / link is its own expression
-            elif kind in _OPERATORS:
-                operators += 1
-                if operators > limits.max_operators:
-                    raise _TooComplex(f"an expression has more than {limits.max_operators} operators", tok)
-            prefix_run = prefix_run + 1 if kind in _PREFIX else 0
-            if prefix_run > limits.max_prefix_run:
-                raise _TooComplex(f"more than {limits.max_prefix_run} prefix operators in a row", tok)
-            elif kind == "RBRACE" and depth == 0 and last is not None and last.type not in _CONTINUES_AFTER:
-                yield Token.new_borrow_pos("_NL", "\n", tok)
-            yield tok
-            last = tok
-        if last is not None and last.type != "_NL":
-            yield Token.new_borrow_pos("_NL", "\n", last)
-
-
-def build_parser(**options) -> Lark:
-    """A Lark parser of ``.arch`` files as this module uses it; ``options`` add to Lark's (e.g. lexer callbacks)."""
-    return Lark(
-        grammar_path().read_text(encoding="utf-8"),
-        parser="lalr",
-        lexer="contextual",
-        postlex=_Postlexer(),
-        propagate_positions=True,
-        maybe_placeholders=True,
-        **options,
-    )
-
-
-@cache
-def _parser() -> Lark:
-    return build_parser()
-
-
-@cache
-def _expression_parser() -> Lark:
-    return Lark(
-        grammar_path().read_text(encoding="utf-8"),
-        parser="lalr",
-        lexer="contextual",
-        propagate_positions=True,
-        maybe_placeholders=True,
-        start="expr",
-    )
+_Postlexer = Postlexer  # the old name, still imported by tests/test_fmt.py
 
 
 def _unquote(raw: str) -> str:
@@ -428,8 +339,8 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
     seen_lines: set[int] = set()
     while True:
         try:
-            tree = _parser().parse(current)
-        except _TooComplex as err:
+            tree = parser().parse(current)
+        except TooComplex as err:
             line, column = err.token.line, err.token.column
             span = Span(file, line, column, line, column + max(1, len(err.token)))
             hint = "split the expression with `let` bindings"
@@ -464,7 +375,7 @@ def parse_expression(text: str, file: str, line: int, column: int) -> ast.Expr:
     the AST is immutable.
     """
     try:
-        tree = _expression_parser().parse(text)
+        tree = expression_parser().parse(text)
     except UnexpectedInput as err:
         error = syntax_error(err, file, text)
         span = error.span

@@ -10,6 +10,7 @@ from __future__ import annotations
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from archdsl.errors import ArchSyntaxError, Span
+from archdsl.grammar import parser
 
 _FRIENDLY = {
     "NAME": "a name",
@@ -25,12 +26,11 @@ _FRIENDLY = {
 
 
 def describe(terminal: str) -> str:
+    """How a hint names a terminal of the grammar: `)`, a name, ..."""
     if terminal in _FRIENDLY:
         return _FRIENDLY[terminal]
     try:
-        from archdsl.parse import _parser  # the grammar's terminals; parse imports this module
-
-        pattern = _parser().get_terminal(terminal).pattern
+        pattern = parser().get_terminal(terminal).pattern
     except KeyError:
         return terminal
     if pattern.type == "str":
@@ -77,6 +77,7 @@ def _offset(err: UnexpectedInput, text: str) -> int:
 
 
 def syntax_error(err: UnexpectedInput, file: str, text: str) -> ArchSyntaxError:
+    """The located error for a failed parse of ``text``: what was found, and what was expected."""
     offset = _offset(err, text)
     if isinstance(err, UnexpectedToken) and err.token.type == "$END" and err.line not in (None, -1):
         line, column = err.line, err.column
