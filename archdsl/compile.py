@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import builtins
 import keyword
-import operator
 from typing import Any
 
 import networkx as nx
@@ -82,7 +81,7 @@ def compile_graph(
     else:
         results = [env[o] for o in g.graph["outputs"]]
         graph.output(results[0] if len(results) == 1 else tuple(results))
-    _relu_in_place(graph, modules)
+    _run_in_place(graph, g, env)
     graph.lint()
     # A module root (not a dict) keeps submodules in node order, so state_dict
     # keys come out in the order of the network, as hand-written code has them.
@@ -91,28 +90,26 @@ def compile_graph(
     return module
 
 
-# Producers whose backward never reads their own output, so a ReLU may overwrite it.
-_OVERWRITABLE_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
-_OVERWRITABLE_FUNCTIONS = (operator.add, torch.cat)
+def _run_in_place(graph: fx.Graph, g: nx.DiGraph, env: dict[str, fx.Node]) -> None:
+    """Run an element-wise op in place where it is the only reader of a result that may be overwritten.
 
-
-def _relu_in_place(graph: fx.Graph, modules: dict[str, nn.Module]) -> None:
-    """Make a ReLU in-place where it is the only reader of a convolution's, norm's, sum's or concat's result.
-
-    Hand-written networks use ``nn.ReLU(inplace=True)`` there (torchvision
-    does throughout); out of place, every ReLU allocates and writes one more
-    activation, which cost VGG-16 7% of its training step on a CPU.
+    The reader's op names its ``in_place`` twin and the producer's op says
+    it is ``overwritable`` (registry fields): a ReLU after a convolution,
+    norm, sum or concat. Hand-written networks use ``nn.ReLU(inplace=True)``
+    there (torchvision does throughout); out of place, every ReLU allocates
+    and writes one more activation, which cost VGG-16 7% of its training
+    step on a CPU.
     """
-    for node in graph.nodes:
-        if node.op != "call_function" or node.target is not torch.relu:
+    op_of: dict[fx.Node, str] = {}
+    for node, value in env.items():  # an `identity` hands on its input's fx node, which keeps its producer's op
+        op_of.setdefault(value, g.nodes[node]["op"])
+    for node, op in op_of.items():
+        twin = lookup(op).in_place
+        if twin is None or node.op != "call_function" or len(node.args) != 1:
             continue
         (source,) = node.args
-        if len(source.users) != 1:
-            continue
-        if source.op == "call_module" and isinstance(modules[source.target], _OVERWRITABLE_MODULES):
-            node.target = torch.relu_
-        elif source.op == "call_function" and source.target in _OVERWRITABLE_FUNCTIONS:
-            node.target = torch.relu_
+        if len(source.users) == 1 and source in op_of and lookup(op_of[source]).overwritable:
+            node.target = twin
 
 
 def _nest(modules: dict[str, nn.Module]) -> nn.Module:

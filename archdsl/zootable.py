@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import networkx as nx
 
 from archdsl.api import graph
+from archdsl.ops import lookup
 from archdsl.resources import zoo_names
-
-WEIGHTED_OPS = ("conv", "linear")
 
 
 @dataclass(frozen=True)
@@ -31,10 +30,13 @@ class ZooEntry:
 
 
 def weighted_depth(g: nx.DiGraph) -> int:
-    """Convolution and linear layers on the longest path from an input to an output."""
+    """Weighted layers (convolutions and linear layers) on the longest path from an input to an output.
+
+    An op counts when its registry entry says ``weighted``.
+    """
     best: dict[str, int] = {}
     for node in g.nodes:  # nodes are in topological order
-        own = 1 if g.nodes[node]["op"] in WEIGHTED_OPS else 0
+        own = 1 if lookup(g.nodes[node]["op"]).weighted else 0
         best[node] = own + max((best[p] for p in g.predecessors(node)), default=0)
     return max(best[o] for o in g.graph["outputs"])
 

@@ -99,6 +99,13 @@ def _conv_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
     return conv
 
 
+def _conv_label(args: Args) -> str:
+    k = "×".join(map(str, args["k"]))
+    stride = f"/{args['stride'][0]}" if args["stride"] != (1, 1) else ""
+    groups = f" g{args['groups']}" if args["groups"] != 1 else ""
+    return f"conv {k}{stride}{groups}, {args['out']}"
+
+
 register(
     OpSpec(
         name="conv",
@@ -117,6 +124,11 @@ register(
         count_params=_conv_params,
         count_macs=_conv_macs,
         build=_conv_build,
+        label=_conv_label,
+        fill="#dbe9f6",
+        shortcut_kind="projection",
+        weighted=True,
+        overwritable=True,
     )
 )
 
@@ -142,6 +154,13 @@ def _pool_args(extra: tuple[ArgSpec, ...] = ()) -> tuple[ArgSpec, ...]:
         ArgSpec("ceil", "bool", False, doc="ceil instead of floor for the output size"),
         *extra,
     )
+
+
+def _pool_label(op: str):
+    def label(args: Args) -> str:
+        return f"{op} {'×'.join(map(str, args['k']))}/{args['stride'][0]}"
+
+    return label
 
 
 def _stride_defaults_to_window(args: dict[str, Any]) -> dict[str, Any]:
@@ -183,6 +202,7 @@ register(
         infer=_pool_infer("maxpool"),
         emit=_emit_maxpool,
         finish_args=_stride_defaults_to_window,
+        label=_pool_label("maxpool"),
     )
 )
 register(
@@ -193,6 +213,7 @@ register(
         infer=_pool_infer("avgpool"),
         emit=_emit_avgpool,
         finish_args=_stride_defaults_to_window,
+        label=_pool_label("avgpool"),
     )
 )
 
@@ -247,6 +268,8 @@ register(
         infer=_bn_infer,
         count_params=lambda args, shapes: 2 * shapes[0][0],
         build=_bn_build,
+        fill="#eeeeee",
+        overwritable=True,
     )
 )
 
@@ -257,18 +280,19 @@ def _same(args: Args, shapes: Sequence[Shape]) -> Shape:
     return shapes[0]
 
 
-def _elementwise(name: str, fn, summary: str) -> None:
+def _elementwise(name: str, fn, summary: str, in_place=None) -> None:
     register(
         OpSpec(
             name=name,
             summary=summary,
             infer=_same,
             emit=lambda call, inputs, args: call(fn, tuple(inputs)),
+            in_place=in_place,
         )
     )
 
 
-_elementwise("relu", torch.relu, "rectified linear unit")
+_elementwise("relu", torch.relu, "rectified linear unit", in_place=torch.relu_)
 _elementwise("sigmoid", torch.sigmoid, "logistic sigmoid")
 _elementwise("tanh", torch.tanh, "hyperbolic tangent")
 _elementwise("gelu", F.gelu, "Gaussian error linear unit")
@@ -297,6 +321,7 @@ register(
         args=(ArgSpec("p", "float", 0.5, minimum=0.0, maximum=1.0),),
         infer=_same,
         build=lambda args, shapes: nn.Dropout(args["p"]),
+        label=lambda args: f"dropout {args['p']:g}",
     )
 )
 
@@ -343,6 +368,10 @@ register(
         count_params=lambda args, shapes: args["out"] * shapes[0][0] + (args["out"] if args["bias"] else 0),
         count_macs=lambda args, shapes, out: args["out"] * shapes[0][0],
         build=_linear_build,
+        label=lambda args: f"linear {args['out']}",
+        fill="#dbe9f6",
+        weighted=True,
+        overwritable=True,
     )
 )
 
@@ -357,5 +386,6 @@ register(
         min_inputs=0,
         max_inputs=0,
         internal=True,
+        fill="#fff2cc",
     )
 )

@@ -45,6 +45,9 @@ register(
         infer=lambda args, shapes: _all_equal("add", shapes),
         emit=_emit_add,
         edge_kind=lambda position: "flow" if position == 0 else "skip",
+        fill="#f9d6d5",
+        merge_note="skip sums",
+        overwritable=True,
     )
 )
 
@@ -75,6 +78,9 @@ register(
         infer=_concat_infer,
         emit=lambda call, inputs, args: call(torch.cat, (list(inputs),), {"dim": 1}),
         edge_kind=lambda position: "concat",
+        fill="#d5e5f5",
+        merge_note="concats",
+        overwritable=True,
     )
 )
 
@@ -105,6 +111,8 @@ register(
         infer=lambda args, shapes: _broadcast("mul", shapes),
         emit=lambda call, inputs, args: call(operator.mul, tuple(inputs)),
         edge_kind=lambda position: "flow" if position == 0 else "gate",
+        fill="#d9f0d3",
+        merge_note="products",
     )
 )
 
@@ -124,6 +132,8 @@ register(
         infer=lambda args, shapes: _all_equal("gate", shapes),
         emit=lambda call, inputs, args: call(highway_gate, tuple(inputs)),
         edge_kind=lambda position: ("gate", "flow", "skip")[position] if position < 3 else "flow",
+        fill="#d9f0d3",
+        merge_note="gates",
     )
 )
 
@@ -155,5 +165,7 @@ register(
             {"stride": args["stride"], "pad_before": args["pad_before"], "pad_after": args["pad_after"]},
         ),
         internal=True,
+        label=lambda args: "zero-pad shortcut",
+        shortcut_kind="zero-pad",
     )
 )

@@ -6,7 +6,8 @@ of the pipeline names ops one by one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +112,17 @@ class OpSpec:
     (compiled as ``call_module`` at the node's path); ``emit(call, inputs,
     args) -> fx.Node`` writes a stateless op, where ``call(fn, args, kwargs)``
     adds a ``call_function`` node named after the graph node.
+
+    The rest have defaults. Diagrams: ``label(args)`` is the text of the op's
+    box (default: the op's name), ``fill`` its colour (default: white),
+    ``merge_note`` how a folded box counts it ("skip sums"), and
+    ``shortcut_kind`` how a folded box names a shortcut made of it
+    ("projection"). ``weighted`` counts it in the zoo's depth (the
+    convolutions and linear layers on the longest path). Compilation:
+    ``overwritable`` says its backward never reads its own output, so the op
+    after it may overwrite that output when it is the only reader; an
+    element-wise op with an ``in_place`` twin (``torch.relu_``) then runs in
+    place, as torchvision's ``nn.ReLU(inplace=True)`` does.
     """
 
     name: str
@@ -127,6 +139,13 @@ class OpSpec:
     edge_kind: Callable[[int], str] = _flow
     internal: bool = False  # made by the compiler (shortcuts), not written by users
     finish_args: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # derived defaults
+    label: Callable[[Mapping[str, Any]], str] | None = None
+    fill: str | None = None
+    merge_note: str | None = None
+    shortcut_kind: str | None = None
+    weighted: bool = False
+    overwritable: bool = False
+    in_place: Callable[..., Any] | None = None
     arg_names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -135,6 +154,10 @@ class OpSpec:
     @property
     def stateful(self) -> bool:
         return self.build is not None
+
+    def describe(self, args: Mapping[str, Any]) -> str:
+        """The text of this op's box in a diagram, for the given arguments."""
+        return self.name if self.label is None else self.label(args)
 
 
 REGISTRY: dict[str, OpSpec] = {}
@@ -146,6 +169,21 @@ def register(spec: OpSpec) -> OpSpec:
         raise ValueError(f"op {spec.name!r} is registered twice")
     REGISTRY[spec.name] = spec
     return spec
+
+
+def unregister(name: str) -> OpSpec:
+    """Remove an op from the registry and return it."""
+    return REGISTRY.pop(name)
+
+
+@contextmanager
+def registered(spec: OpSpec) -> Iterator[OpSpec]:
+    """Register ``spec`` for the duration of a ``with`` block (tests, experiments)."""
+    register(spec)
+    try:
+        yield spec
+    finally:
+        unregister(spec.name)
 
 
 def lookup(name: str) -> OpSpec | None:

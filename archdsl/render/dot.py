@@ -12,6 +12,7 @@ import networkx as nx
 
 from archdsl.errors import ArchError
 from archdsl.expr import show
+from archdsl.ops import lookup
 from archdsl.render.view import Edge, Unit, View
 
 EDGE_STYLE = {
@@ -34,21 +35,13 @@ EDGE_MEANING = {
     "concat": "concat (channels joined)",
     "gate": "gate (multiplies)",
 }
+# Folded boxes; a layer's box takes its op's `fill` from the registry.
 FILL = {
-    "conv": "#dbe9f6",
-    "linear": "#dbe9f6",
-    "batchnorm": "#eeeeee",
-    "input": "#fff2cc",
-    "add": "#f9d6d5",
-    "concat": "#d5e5f5",
-    "gate": "#d9f0d3",
-    "mul": "#d9f0d3",
     "block": "#fde9c9",
     "run": "#fcd9a5",
     "stage": "#f6c28b",
 }
 FORMATS = ("svg", "png", "pdf", "dot")
-MERGE_NOTES = {"add": "skip sums", "concat": "concats", "gate": "gates", "mul": "products"}
 
 
 class ArchRenderError(ArchError):
@@ -120,8 +113,9 @@ def _node_attrs(g: nx.DiGraph, unit: Unit, within: str) -> dict[str, str]:
     params = sum(g.nodes[n]["params"] for n in unit.nodes)
     if unit.kind == "layer":
         data = g.nodes[last]
-        lines = [_relative(unit.id, within), _op_summary(data)]
-        fill = FILL.get(data["op"], "white")
+        spec = lookup(data["op"])
+        lines = [_relative(unit.id, within), spec.describe(data["args"])]
+        fill = spec.fill or "white"
         tooltip = _layer_tooltip(g, last)
     else:
         group = unit.group
@@ -138,14 +132,11 @@ def _node_attrs(g: nx.DiGraph, unit: Unit, within: str) -> dict[str, str]:
         fill = FILL[unit.kind]
         tooltip = _group_tooltip(g, unit)
     lines.append(_shape_text(shape) + (f" · {_si(params)}params" if params else ""))
-    merges = Counter(g.nodes[n]["op"] for n in unit.nodes if g.nodes[n]["op"] in MERGE_NOTES)
-    shortcuts = Counter(
-        "projection" if g.nodes[n]["op"] == "conv" else "zero-pad"
-        for n in unit.nodes
-        if g.nodes[n]["role"] == "shortcut" and g.nodes[n]["op"] in ("conv", "zeropad_shortcut")
-    )
+    specs = [(g.nodes[n], lookup(g.nodes[n]["op"])) for n in unit.nodes]
+    merges = Counter(spec.name for _, spec in specs if spec.merge_note)
+    shortcuts = Counter(spec.shortcut_kind for data, spec in specs if data["role"] == "shortcut" and spec.shortcut_kind)
     if merges and unit.kind != "layer":
-        notes = [f"{MERGE_NOTES[op]} ×{n}" for op, n in sorted(merges.items())]
+        notes = [f"{lookup(op).merge_note} ×{n}" for op, n in sorted(merges.items())]
         notes += [f"{kind} shortcut ×{n}" for kind, n in sorted(shortcuts.items())]
         lines.append(", ".join(notes))
     return {"label": _escape("\n".join(lines)), "fillcolor": fill, "tooltip": _escape(tooltip)}
@@ -157,24 +148,6 @@ def _edge_attrs(edge: Edge) -> dict[str, str]:
         attrs["label"] = f"{edge.channels}"
     attrs["tooltip"] = EDGE_MEANING[edge.kind]
     return attrs
-
-
-def _op_summary(data: dict) -> str:
-    op, args = data["op"], data["args"]
-    if op == "conv":
-        k = "×".join(map(str, args["k"]))
-        stride = f"/{args['stride'][0]}" if args["stride"] != (1, 1) else ""
-        groups = f" g{args['groups']}" if args["groups"] != 1 else ""
-        return f"conv {k}{stride}{groups}, {args['out']}"
-    if op in ("maxpool", "avgpool"):
-        return f"{op} {'×'.join(map(str, args['k']))}/{args['stride'][0]}"
-    if op == "linear":
-        return f"linear {args['out']}"
-    if op == "dropout":
-        return f"dropout {args['p']:g}"
-    if op == "zeropad_shortcut":
-        return "zero-pad shortcut"
-    return op
 
 
 def _layer_tooltip(g: nx.DiGraph, node: str) -> str:
