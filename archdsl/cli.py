@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from archdsl import api
+from archdsl.elaborate import choose_network
 from archdsl.errors import ArchError
 from archdsl.expr import Scope, evaluate
 from archdsl.parse import parse_expression
@@ -124,13 +125,13 @@ def compile_(
     out, err = _consoles(no_color)
     overrides = parse_overrides(param)
     try:
-        g = api.graph(target, params=overrides)
-        module = api.load(target, seed=seed, memory_efficient=memory_efficient, fuse=fuse, params=overrides)
+        built = api.build(target, seed=seed, memory_efficient=memory_efficient, fuse=fuse, params=overrides)
     except ArchError as error:
         _print_error(error, err)
         raise typer.Exit(1) from None
+    g, module = built.graph, built.module
     module.eval()
-    inputs = [torch.randn(batch, *g.nodes[i]["shape"]) for i in g.graph["inputs"]]
+    inputs = [torch.randn(batch, *shape) for shape in built.input_shapes.values()]
     with torch.no_grad():
         result = module(*inputs)
     results = result if isinstance(result, tuple) else (result,)
@@ -406,8 +407,8 @@ def eval_(
     if device not in ("auto", "cpu", "cuda"):
         raise typer.BadParameter("use auto, cpu or cuda", param_hint="--device")
     try:
+        expected = choose_network(api.load_source(target), None).name  # parsed only: the name needs no shapes
         result = evaluate(checkpoint, data, device=device)
-        expected = api.graph(target, params=api.read_checkpoint(checkpoint)["overrides"]).graph["name"]
     except ArchError as error:
         _print_error(error, err)
         raise typer.Exit(1) from None

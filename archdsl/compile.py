@@ -27,15 +27,6 @@ def fx_name(path: str) -> str:
     return f"{name}_" if name in _CODEGEN_NAMES or keyword.iskeyword(name) else name
 
 
-def ordered_inputs(g: nx.DiGraph, node: str) -> list[str]:
-    """The node's inputs in merge order (a node feeding twice appears twice)."""
-    positioned = []
-    for src, _, data in g.in_edges(node, data=True):
-        positioned.append((data["position"], src))
-        positioned.extend((pos, src) for _, pos in data.get("extra", ()))
-    return [src for _, src in sorted(positioned)]
-
-
 def compile_graph(
     g: nx.DiGraph,
     *,
@@ -65,7 +56,7 @@ def compile_graph(
             if data["op"] == "input" or node not in needed:
                 continue
             spec = lookup(data["op"])
-            inputs = [env[src] for src in ordered_inputs(g, node)]
+            inputs = [env[src] for src in data["inputs"]]
             name = fx_name(node)
             if spec.stateful:
                 modules[node] = spec.build(data["args"], data["input_shapes"])

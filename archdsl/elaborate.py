@@ -8,25 +8,28 @@ Stages are expanded by :class:`archdsl.stages.StageExpander`; the names of a
 block instance live in an :class:`archdsl.frames.Frame`.
 
 Structural node attributes: ``op``, ``call`` (the ``ast.Arg`` s), ``scope``,
-``span``, ``groups``, and for inputs the evaluated ``args``. Skips leave a
-``shortcut`` node whose policy is applied once shapes are known.
+``span``, ``groups``, ``inputs`` (ordered :class:`archdsl.node.Input` s; the
+graph's edges only record topology), and for inputs the evaluated ``args``.
+Skips leave a ``shortcut`` node whose policy is applied once shapes are known.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import networkx as nx
 
 from archdsl import limits
 from archdsl import syntax as ast
-from archdsl.errors import ArchError, ArchNameError, ArchTypeError, Span, did_you_mean
+from archdsl.errors import ArchError, ArchLimitError, ArchNameError, ArchTypeError, Span, did_you_mean
 from archdsl.expr import FAILED, Deferred, FailedValue, NeedsShape, Scope, evaluate, show, try_evaluate, type_name
-from archdsl.frames import Frame, Group, NodeRef, Unresolved
+from archdsl.frames import Frame, Group, NodeRef, Unresolved, lookup_name, resolve
 from archdsl.loader import Program
+from archdsl.node import Input
 from archdsl.ops import lookup, user_ops
 from archdsl.stages import StageExpander
 
@@ -73,14 +76,9 @@ class Elaborator(StageExpander):
         return Scope(
             values if values is not None else {},
             frame.where,
-            node_lookup=lambda name: self._lookup_node(frame, name),
+            node_lookup=functools.partial(lookup_name, frame),
             input_ref=frame.input_ref,
         )
-
-    def _lookup_node(self, frame: Frame, name: str) -> NodeRef | None:
-        if name in frame.names or name in frame.reserved:
-            return Unresolved(frame, name, Span("", 0, 0, 0, 0))
-        return None
 
     def _bind_network_params(self, definition: ast.Definition, overrides: Mapping[str, Any], scope: Scope) -> None:
         known = {p.name for p in definition.params}
@@ -165,7 +163,7 @@ class Elaborator(StageExpander):
             except RecursionError:  # the deepest statement catches it, so the error points there
                 hint = "split the expression with `let` bindings, or nest blocks less deeply"
                 self.errors.append(
-                    ArchTypeError("this statement nests too deeply to process", stmt.span, hint, code="E323")
+                    ArchLimitError("this statement nests too deeply to process", stmt.span, hint, code="E323")
                 )
         return cursor
 
@@ -529,36 +527,25 @@ class Elaborator(StageExpander):
 
     def resolve(self, ref: NodeRef) -> str | None:
         """The node id a reference names, or None (with an error recorded)."""
-        seen = 0
-        while isinstance(ref, Unresolved):
-            seen += 1
-            if seen > 1000:
-                return None
-            frame = ref.frame
-            if ref.path in frame.names:
-                ref = frame.names[ref.path]
-                continue
-            full = frame.prefix + ref.path
-            if full in self.graph:
-                return full
-            hint = did_you_mean(ref.path, [*frame.names, *(["in"] if frame.input_ref is not None else [])])
-            self.errors.append(
-                ArchNameError(f"unknown node `{ref.path}` in {frame.where}", ref.span, hint, code="E201")
-            )
+        found = resolve(ref, self.graph.__contains__)
+        if isinstance(found, ArchError):
+            self.errors.append(found)
             return None
-        return ref
+        return found
 
     def _resolve_edges(self) -> None:
+        """Give every node its ordered ``inputs``; the graph's edges (one per pair) carry only topology."""
+        positioned: dict[str, list[tuple[int, Input]]] = {}
         for source, target, kind, position, span in self.pending_edges:
             node = self.resolve(source)
             if node is None:
                 self.poisoned.add(target)
                 continue
-            if self.graph.has_edge(node, target):
-                # the same node feeding one merge twice: keep both positions
-                self.graph.edges[node, target].setdefault("extra", []).append((kind, position))
-                continue
-            self.graph.add_edge(node, target, kind=kind, position=position, span=span)
+            positioned.setdefault(target, []).append((position, Input(node, kind, span)))
+            if not self.graph.has_edge(node, target):
+                self.graph.add_edge(node, target, span=span)
+        for node, data in self.graph.nodes(data=True):
+            data["inputs"] = [item for _, item in sorted(positioned.get(node, ()), key=lambda p: p[0])]
         for node, data in self.graph.nodes(data=True):
             if data["op"] == "shortcut":
                 resolved = self.resolve(data["target"])
@@ -643,15 +630,39 @@ class TooLarge(Exception):
     def __init__(self, message: str, span: Span) -> None:
         super().__init__(message)
         hint = "raise it with archdsl.Limits(max_nodes=...) if the network really is this large"
-        self.error = ArchTypeError(message, span, hint, code="E321")
+        self.error = ArchLimitError(message, span, hint, code="E321")
 
 
-def elaborate(program: Program, network: str | None, overrides: Mapping[str, Any]) -> tuple[nx.DiGraph, Elaborator]:
-    """Expand the chosen network of ``program`` into a structural graph.
+@dataclass(frozen=True)
+class Structure:
+    """What elaboration hands to validation: plain data, no live elaborator.
 
-    Returns the graph and the elaborator, whose ``errors`` and ``poisoned``
-    nodes the next stages take into account.
+    ``graph`` is the structural graph (node attributes in the module
+    docstring); ``errors`` the problems found so far, which validation adds
+    to; ``poisoned`` the nodes that stand in for failed ones, whose
+    dependants stay silent.
     """
+
+    graph: nx.DiGraph
+    errors: list[ArchError]
+    poisoned: frozenset[str]
+    sources: Mapping[str, str]
+    file: str
+
+
+def elaborate(program: Program, network: str | None, overrides: Mapping[str, Any]) -> Structure:
+    """Expand the chosen network of ``program`` into its structural graph (see :class:`Structure`)."""
+    elaborator = Elaborator(program)
+    try:
+        g = elaborator.network(choose_network(program, network), overrides)
+    except TooLarge as stop:
+        raise stop.error.with_sources(program.sources) from None
+    g.graph["outputs"] = elaborator.finish_outputs()
+    return Structure(g, elaborator.errors, frozenset(elaborator.poisoned), dict(program.sources), program.main.file)
+
+
+def choose_network(program: Program, network: str | None) -> ast.Definition:
+    """The network ``network`` of the program's main file, or its last network when None."""
     networks = program.networks()
     defs = program.main.definitions
     # Point at the first definition, or else the top of the file.
@@ -668,10 +679,4 @@ def elaborate(program: Program, network: str | None, overrides: Mapping[str, Any
             raise ArchNameError(f"no network `{network}` in this file", where, hint, code="E226").with_sources(
                 program.sources
             )
-    elaborator = Elaborator(program)
-    try:
-        g = elaborator.network(chosen, overrides)
-    except TooLarge as stop:
-        raise stop.error.with_sources(program.sources) from None
-    g.graph["outputs"] = elaborator.finish_outputs()
-    return g, elaborator
+    return chosen

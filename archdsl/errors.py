@@ -174,6 +174,12 @@ class ArchGraphError(ArchError):
     default_code = "E501"
 
 
+class ArchLimitError(ArchError):
+    """Input beyond a documented bound of :class:`archdsl.Limits` (too many nodes, parameters, or too deep)."""
+
+    default_code = "E321"
+
+
 class ArchCheckpointError(ArchError):
     """A checkpoint that cannot be restored."""
 

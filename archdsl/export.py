@@ -23,7 +23,9 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from archdsl.api import load
 from archdsl.errors import ArchError, did_you_mean
+from archdsl.pipeline import graph_of_module, without_rewrites
 
 __all__ = ["FORMATS", "ArchExportError", "export"]
 
@@ -150,22 +152,15 @@ def _resolve_module(module_or_source: Any, overrides: dict[str, Any]) -> nn.Modu
                 code="E905",
             )
         return _without_training_rewrites(module_or_source)
-    from archdsl.api import load
-
     return load(module_or_source, **{**overrides, "memory_efficient": False})
 
 
 def _without_training_rewrites(module: nn.Module) -> nn.Module:
     """A memory-efficient module's plain twin with the same weights: the rewrite only helps training."""
     meta = getattr(module, "meta", {}).get("archdsl") or {}
-    if not meta.get("options", {}).get("memory_efficient"):
+    if not meta.get("options", {}).get("memory_efficient") or graph_of_module(module) is None:
         return module
-    from archdsl.api import rebuild
-
-    plain = rebuild(meta, memory_efficient=False)
-    plain.load_state_dict(module.state_dict())
-    plain.train(module.training)
-    return plain
+    return without_rewrites(module, "memory_efficient")
 
 
 def _example_inputs(module: nn.Module, given: Inputs | None) -> tuple[torch.Tensor, ...]:
@@ -187,17 +182,14 @@ def _example_inputs(module: nn.Module, given: Inputs | None) -> tuple[torch.Tens
 def _input_shapes(module: nn.Module) -> list[tuple[int, ...]]:
     """The declared shapes (batch excluded) of an archdsl module's inputs, in argument order."""
     meta = getattr(module, "meta", {}).get("archdsl") if isinstance(module, fx.GraphModule) else None
-    if not meta or "sources" not in meta:
+    if not meta or "input_shapes" not in meta:
         raise ArchExportError(
             "cannot tell the input shapes of a module not compiled by archdsl",
             None,
             "pass example_inputs=(tensor, ...) with one tensor per input, batch dimension first",
             code="E903",
         )
-    from archdsl.api import graph_of_meta
-
-    g = graph_of_meta(meta)
-    return [tuple(g.nodes[node]["shape"]) for node in g.graph["inputs"]]
+    return [tuple(shape) for shape in meta["input_shapes"]]
 
 
 def _to_torchscript(module: nn.Module, target: Path) -> None:

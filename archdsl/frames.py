@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from archdsl import syntax as ast
-from archdsl.errors import Span
+from archdsl.errors import ArchNameError, Span, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -63,3 +64,35 @@ class Frame:
         self.counters[base] = n + 1
         self.reserved.add(candidate)
         return candidate
+
+
+def lookup_name(frame: Frame, name: str) -> NodeRef | None:
+    """What a bare name means in ``frame`` when it is not a value: a reference to one of its nodes, or None."""
+    if name in frame.names or name in frame.reserved:
+        return Unresolved(frame, name, Span("", 0, 0, 0, 0))
+    return None
+
+
+def resolve(ref: NodeRef, exists: Callable[[str], bool]) -> str | ArchNameError | None:
+    """The node id a reference names, or the error (E201) saying why it names none.
+
+    ``exists`` tells whether a full node id is in the graph; references made
+    before their target was defined (a skip to a later node) follow the
+    frame's names until they reach a node id. None: a loop of names, which
+    only a reported error makes.
+    """
+    seen = 0
+    while isinstance(ref, Unresolved):
+        seen += 1
+        if seen > 1000:
+            return None  # names that only refer to each other; the error that made them is reported
+        frame = ref.frame
+        if ref.path in frame.names:
+            ref = frame.names[ref.path]
+            continue
+        full = frame.prefix + ref.path
+        if exists(full):
+            return full
+        hint = did_you_mean(ref.path, [*frame.names, *(["in"] if frame.input_ref is not None else [])])
+        return ArchNameError(f"unknown node `{ref.path}` in {frame.where}", ref.span, hint, code="E201")
+    return ref

@@ -11,31 +11,34 @@ The result is the final graph whose node attributes are documented in
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import networkx as nx
 
 from archdsl import limits
-from archdsl.elaborate import Elaborator
 from archdsl.errors import ArchError, ArchNameError, ArchShapeError, ArchTypeError, Label, Span, did_you_mean
 from archdsl.expr import FailedValue, Scope, Shape, evaluate, show
-from archdsl.frames import Unresolved
+from archdsl.frames import resolve
+from archdsl.node import Input
 from archdsl.ops import lookup
 from archdsl.ops.registry import ArgProblem, OpSpec, ShapeProblem
 
 
 class _Inference:
-    def __init__(self, g: nx.DiGraph, elaborator: Elaborator) -> None:
+    def __init__(self, g: nx.DiGraph, errors: list[ArchError], poisoned: frozenset[str]) -> None:
         self.g = g
-        self.elaborator = elaborator
-        self.errors: list[ArchError] = elaborator.errors
-        self.poisoned: set[str] = set(elaborator.poisoned)
+        self.errors = errors
+        self.poisoned: set[str] = set(poisoned)
         self.shapes: dict[str, Shape] = {}
         self.current_span: Span | None = None
         self.current_node: str | None = None
 
     def shape_of(self, ref: Any, span: Span) -> Shape:
-        node = self.elaborator.resolve(ref) if isinstance(ref, Unresolved) else ref
+        node = resolve(ref, self.g.__contains__)
+        if isinstance(node, ArchError):
+            self.errors.append(node)
+            raise _Poisoned()
         if node is None or node in self.poisoned:
             raise _Poisoned()
         if node not in self.shapes and self.current_node in self.poisoned:
@@ -56,8 +59,8 @@ class _Inference:
             data = self.g.nodes[node]
             self.current_node = node
             self.current_span = data["span"]
-            preds = sorted(self.g.in_edges(node, data=True), key=lambda e: e[2]["position"])
-            if node in self.poisoned or any(src in self.poisoned or src not in self.shapes for src, _, _ in preds):
+            sources = [item.source for item in data["inputs"]]
+            if node in self.poisoned or any(src in self.poisoned or src not in self.shapes for src in sources):
                 self.poisoned.add(node)
                 self._check_args_alone(data)
                 continue
@@ -65,7 +68,7 @@ class _Inference:
                 if data["op"] == "shortcut":
                     self._shortcut(node, data)
                 else:
-                    self._infer(node, data, [self.shapes[src] for src, _, _ in preds])
+                    self._infer(node, data, [self.shapes[src] for src in sources])
             except (_Poisoned, FailedValue):
                 self.poisoned.add(node)
             except ArchError as err:
@@ -93,8 +96,7 @@ class _Inference:
         self.current_span = data["span"]
         if "args" not in data:
             data["args"] = self._bind(spec, data)
-        extra = sum(len(d.get("extra", ())) for _, _, d in self.g.in_edges(node, data=True))
-        count = len(input_shapes) + extra
+        count = len(input_shapes)
         if count < spec.min_inputs or (spec.max_inputs is not None and count > spec.max_inputs):
             want = (
                 str(spec.min_inputs)
@@ -104,8 +106,6 @@ class _Inference:
                 else f"{spec.min_inputs} to {spec.max_inputs}"
             )
             raise ArchTypeError(f"`{spec.name}` takes {want} input(s), got {count}", data["span"], code="E322")
-        if extra:
-            input_shapes = self._with_repeats(node, input_shapes)
         try:
             shape = tuple(spec.infer(data["args"], input_shapes))
         except ShapeProblem as problem:
@@ -128,13 +128,6 @@ class _Inference:
         data["params"] = spec.count_params(data["args"], input_shapes)
         data["macs"] = spec.count_macs(data["args"], input_shapes, shape)
         self.shapes[node] = shape
-
-    def _with_repeats(self, node: str, input_shapes: list[Shape]) -> list[Shape]:
-        positioned: list[tuple[int, Shape]] = []
-        for src, _, d in self.g.in_edges(node, data=True):
-            positioned.append((d["position"], self.shapes[src]))
-            positioned.extend((pos, self.shapes[src]) for _, pos in d.get("extra", ()))
-        return [shape for _, shape in sorted(positioned)]
 
     def _arg_span(self, data: dict, name: str | None) -> Span:
         for arg in data.get("call", ()):
@@ -202,7 +195,7 @@ class _Inference:
     # ---------------------------------------------------------- shortcuts
 
     def _shortcut(self, node: str, data: dict) -> None:
-        (src,) = [s for s, _ in self.g.in_edges(node)]
+        (src,) = [item.source for item in data["inputs"]]
         (add,) = list(self.g.successors(node))
         target = data["target"]
         if target is None or target in self.poisoned or target not in self.shapes:
@@ -244,19 +237,21 @@ class _Inference:
 
     def _replace(self, node: str, src: str, add: str, chain: list[tuple[str, dict]]) -> None:
         """Swap the shortcut placeholder for ``chain`` (possibly empty) between src and add."""
-        edge = dict(self.g.edges[node, add])
-        span = self.g.edges[src, node]["span"]
+        (into_shortcut,) = self.g.nodes[node]["inputs"]
+        span = into_shortcut.span
         self.g.remove_node(node)
         previous = src
         for new_id, attrs in chain:
-            self.g.add_node(new_id, **attrs)
-            self.g.add_edge(previous, new_id, kind="skip", position=0, span=span)
+            self.g.add_node(new_id, inputs=[Input(previous, "skip", span)], **attrs)
+            self.g.add_edge(previous, new_id, span=span)
             self._infer(new_id, self.g.nodes[new_id], [self.shapes[previous]])
             previous = new_id
-        if self.g.has_edge(previous, add):
-            self.g.edges[previous, add].setdefault("extra", []).append((edge["kind"], edge["position"]))
-        else:
-            self.g.add_edge(previous, add, **edge)
+        add_inputs = self.g.nodes[add]["inputs"]
+        for index, item in enumerate(add_inputs):
+            if item.source == node:
+                add_inputs[index] = replace(item, source=previous)
+        if not self.g.has_edge(previous, add):
+            self.g.add_edge(previous, add, span=span)
 
 
 def _with_instance_note(err: ArchError, data: dict) -> ArchError:
@@ -295,8 +290,8 @@ def _bn_args() -> dict[str, Any]:
     return {"eps": 1e-5, "momentum": 0.1}
 
 
-def infer_shapes(g: nx.DiGraph, elaborator: Elaborator, order: list[str]) -> set[str]:
-    """Annotate ``g`` in place with args, shapes, params and MACs; returns the failed nodes."""
-    inference = _Inference(g, elaborator)
+def infer_shapes(g: nx.DiGraph, errors: list[ArchError], poisoned: frozenset[str], order: list[str]) -> set[str]:
+    """Annotate ``g`` in place with args, shapes, params and MACs, adding to ``errors``; returns the failed nodes."""
+    inference = _Inference(g, errors, poisoned)
     inference.run(order)
     return inference.poisoned

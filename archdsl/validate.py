@@ -1,7 +1,9 @@
-"""Graph checks: cycles (before shapes), reachability and invariants (after).
+"""Stage 3: validation. Structural graph -> the validated ``networkx.DiGraph`` of node records.
 
-:func:`lint` states what every finished graph guarantees; the compiler and
-the renderer rely on it, so it runs before either sees a graph.
+:func:`validate` is the stage: cycles (before shapes), shape inference
+(:mod:`archdsl.shapes`), then reachability, module paths and size, all into
+one error list. :func:`lint` states what every finished graph guarantees; the
+compiler and the renderer rely on it, so it runs before either sees a graph.
 """
 
 from __future__ import annotations
@@ -9,8 +11,82 @@ from __future__ import annotations
 import networkx as nx
 from torch import fx, nn
 
-from archdsl.errors import ArchError, ArchGraphError, Label
+from archdsl.elaborate import Structure
+from archdsl.errors import ArchError, ArchGraphError, ArchLimitError, Label, combine
+from archdsl.limits import current as current_limits
+from archdsl.node import EDGE_KINDS, Node, to_networkx
 from archdsl.ops import lookup
+from archdsl.shapes import infer_shapes
+
+
+def validate(structure: Structure, graph_class: type[nx.DiGraph] = nx.DiGraph) -> nx.DiGraph:
+    """Check and annotate a structural graph; returns the validated graph or raises every error found."""
+    errors, structural, sources = structure.errors, structure.graph, structure.sources
+    cycles = find_cycles(structural)
+    if cycles:
+        raise combine(errors + cycles, sources)
+    ordering = [
+        (data["target"], node)
+        for node, data in structural.nodes(data=True)
+        if data["op"] == "shortcut" and data["target"] is not None
+    ]
+    try:
+        order = topological_order(structural, ordering)
+    except nx.NetworkXUnfeasible:
+        raise combine(find_cycles(_with_edges(structural, ordering)), sources) from None
+    infer_shapes(structural, errors, structure.poisoned, order)
+    if errors:
+        raise combine(errors, sources)
+    attrs = {**structural.graph, "sources": dict(sources), "file": structure.file}
+    final = to_networkx(_records(structural), attrs, graph_class)
+    problems = check_reachability(final) + check_module_paths(final) + check_size(final)
+    if problems:
+        raise combine(problems, sources)
+    lint(final)
+    return final
+
+
+def _with_edges(g: nx.DiGraph, edges: list[tuple[str, str]]) -> nx.DiGraph:
+    h = g.copy()
+    for u, v in edges:
+        h.add_edge(u, v, span=g.nodes[v]["span"])
+    return h
+
+
+def _records(g: nx.DiGraph) -> list[Node]:
+    """The node records of an inferred structural graph, in a deterministic topological order."""
+    records = []
+    for node in topological_order(g):
+        data = g.nodes[node]
+        shape = tuple(data["args"]["shape"]) if data["op"] == "input" else data["shape"]
+        records.append(
+            Node(
+                path=node,
+                op=data["op"],
+                args=data["args"],
+                inputs=tuple(data["inputs"]),
+                shape=shape,
+                input_shapes=data.get("input_shapes", ()),
+                params=data.get("params", 0),
+                macs=data.get("macs", 0),
+                groups=tuple(data["groups"]),
+                span=data["span"],
+                label_span=data.get("label_span"),
+                role=data.get("role"),
+            )
+        )
+    return records
+
+
+def check_size(g: nx.DiGraph) -> list[ArchError]:
+    """A network too large to allocate is an error before any weight is (E326)."""
+    most = current_limits().max_params
+    if g.graph["total_params"] <= most:
+        return []
+    largest = max(g.nodes, key=lambda n: g.nodes[n]["params"])
+    message = f"the network has {g.graph['total_params']:,} parameters, more than the limit of {most:,}"
+    hint = f"`{largest}` alone has {g.nodes[largest]['params']:,}; raise the limit with archdsl.Limits(max_params=...)"
+    return [ArchLimitError(message, g.nodes[largest]["span"], hint, code="E326")]
 
 
 def find_cycles(g: nx.DiGraph) -> list[ArchError]:
@@ -138,16 +214,18 @@ def lint(g: nx.DiGraph) -> None:
             problems.append(f"node `{node}` has the invalid shape {shape!r}")
         if not all(p.isidentifier() or p.isdigit() for p in node.split(".")):
             problems.append(f"node `{node}` is not a valid module path")
-        edges = sorted(g.in_edges(node, data=True), key=lambda e: e[2]["position"])
-        positions = [d["position"] for _, _, d in edges] + [p for _, _, d in edges for _, p in d.get("extra", ())]
-        if sorted(positions) != list(range(len(positions))):
-            problems.append(f"inputs of `{node}` have positions {sorted(positions)}, not 0..{len(positions) - 1}")
-        if len(positions) < spec.min_inputs or (spec.max_inputs is not None and len(positions) > spec.max_inputs):
-            problems.append(f"`{node}` ({spec.name}) has {len(positions)} inputs")
-        for src, _, d in edges:
-            if d.get("kind") not in ("flow", "skip", "concat", "gate"):
+        inputs = data.get("inputs", ())
+        if set(inputs) != set(g.predecessors(node)):
+            problems.append(f"the inputs of `{node}` ({list(inputs)}) are not its in-edges")
+        if len(inputs) < spec.min_inputs or (spec.max_inputs is not None and len(inputs) > spec.max_inputs):
+            problems.append(f"`{node}` ({spec.name}) has {len(inputs)} inputs")
+        for position, src in enumerate(inputs):
+            d = g.edges[src, node] if g.has_edge(src, node) else {}
+            if d.get("kind") not in EDGE_KINDS:
                 problems.append(f"edge `{src}` -> `{node}` has the kind {d.get('kind')!r}")
-            if position_of[src] >= position_of[node]:
+            if inputs.index(src) == position and d.get("position") != position:
+                problems.append(f"edge `{src}` -> `{node}` has position {d.get('position')}, not {position}")
+            if position_of.get(src, len(order)) >= position_of[node]:
                 problems.append(f"`{src}` comes after its consumer `{node}` in node order")
     if problems:
         raise ArchGraphError(

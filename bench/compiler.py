@@ -26,9 +26,10 @@ import time
 import torch
 
 import archdsl
-from archdsl.api import gc_paused, load_source, validate
 from archdsl.compile import compile_graph
 from archdsl.elaborate import elaborate
+from archdsl.pipeline import gc_paused, load_source
+from archdsl.validate import validate
 from bench.timing import parse, print_table, write_results
 
 NETWORKS = [
@@ -52,10 +53,10 @@ def time_stages(name: str, overrides: dict) -> tuple[dict[str, float], int]:
     times["parse"] = time.perf_counter() - began
     with gc_paused():  # as archdsl.graph does
         began = time.perf_counter()
-        structural, elaborator = elaborate(program, None, overrides)
+        structure = elaborate(program, None, overrides)
         times["elaborate"] = time.perf_counter() - began
         began = time.perf_counter()
-        g = validate(structural, elaborator, program)
+        g = validate(structure)
         times["validate"] = time.perf_counter() - began
         began = time.perf_counter()
         module = compile_graph(g)

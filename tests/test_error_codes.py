@@ -378,7 +378,7 @@ def test_e254_imports_nest_too_deeply(tmp_path):
 def test_e321_too_many_nodes():
     """The default node limit (200,000) is too slow to reach in a test; a lower one shows the error."""
     text = "network n {\n    input x: [4]\n    s: stage relu() x 100\n}\n"
-    with pytest.raises(archdsl.ArchTypeError, match="more than 50 nodes") as info:
+    with pytest.raises(archdsl.ArchLimitError, match="more than 50 nodes") as info:
         archdsl.graph(text, limits=archdsl.Limits(max_nodes=50))
     assert code_of(info) == "E321"
     assert info.value.span is not None and info.value.span.line == 3
@@ -397,13 +397,13 @@ TOO_DEEP = "network n {\n    input x: [4]\n    let a = " + _nested_sums(40, 150)
 
 
 def test_e323_input_too_deep_to_process():
-    with pytest.raises(archdsl.ArchTypeError, match="nests too deeply") as info:
+    with pytest.raises(archdsl.ArchLimitError, match="nests too deeply") as info:
         archdsl.graph(TOO_DEEP)
     assert code_of(info) == "E323"
 
 
 def test_e323_is_located():
-    with pytest.raises(archdsl.ArchTypeError) as info:
+    with pytest.raises(archdsl.ArchLimitError) as info:
         archdsl.graph(TOO_DEEP)
     span = info.value.span
     assert span is not None and span.file == "<string>" and span.line == 3

@@ -8,6 +8,7 @@ from typing import Any
 
 import networkx as nx
 
+from archdsl.pipeline import graph_of_source
 from archdsl.render.dot import ArchRenderError, run_dot, to_dot, write
 from archdsl.render.view import LEVELS, View, fold
 
@@ -32,9 +33,7 @@ def render_dot(
     blocks by path; ``rankdir`` is "TB" or "LR"; ``dense_bus=False`` draws
     every concatenation edge of dense blocks instead of the feature bus.
     """
-    from archdsl.api import graph
-
-    g = graph_or_source if isinstance(graph_or_source, nx.DiGraph) else graph(graph_or_source, **overrides)
+    g = graph_of_source(graph_or_source, **overrides)
     if rankdir not in ("TB", "LR", "BT", "RL"):
         raise ArchRenderError(f"rankdir must be TB, LR, BT or RL, got `{rankdir}`", None)
     if level not in LEVELS:

@@ -12,6 +12,7 @@ import networkx as nx
 
 from archdsl.errors import ArchError
 from archdsl.expr import show
+from archdsl.node import title_of
 from archdsl.ops import lookup
 from archdsl.render.view import Edge, Unit, View
 
@@ -67,8 +68,6 @@ def to_dot(g: nx.DiGraph, view: View, *, rankdir: str = "TB", clusters: bool = T
 
 
 def _title(g: nx.DiGraph) -> str:
-    from archdsl.api import title_of
-
     doc = title_of(g)
     totals = f"{g.graph['total_params']:,} parameters · {_si(g.graph['total_macs'])}MACs per input"
     return _escape(f"{doc}\n{totals}")

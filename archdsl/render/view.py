@@ -162,23 +162,25 @@ def _signature(g: nx.DiGraph, group: Group, nodes: list[str]) -> tuple:
 
 
 def _all_edges(g: nx.DiGraph):
-    for source, target, edge in g.edges(data=True):
-        yield source, target, edge["kind"]
+    """Every input of every node, in order (a node used twice gives two edges)."""
+    for node, data in g.nodes(data=True):
+        for item in data["record"].inputs:
+            yield item.source, node, item.kind
 
 
 def _display_edges(g: nx.DiGraph):
     """Graph edges as drawn: dense concatenations become a bus (previous point + newest output)."""
     bus_by_inputs: dict[tuple[str, ...], str] = {}
     for node, data in g.nodes(data=True):
-        inputs = [s for s, _, _ in sorted(g.in_edges(node, data=True), key=lambda e: e[2]["position"])]
+        inputs = tuple(data["inputs"])
         if data["role"] == "dense" and len(inputs) > 2:
-            previous = bus_by_inputs.get(tuple(inputs[:-1]))
+            previous = bus_by_inputs.get(inputs[:-1])
             if previous is not None:
-                bus_by_inputs[tuple(inputs)] = node
+                bus_by_inputs[inputs] = node
                 yield previous, node, "concat"
                 yield inputs[-1], node, "concat"
                 continue
         if data["role"] == "dense":
-            bus_by_inputs[tuple(inputs)] = node
-        for source, _, edge in sorted(g.in_edges(node, data=True), key=lambda e: e[2]["position"]):
-            yield source, node, edge["kind"]
+            bus_by_inputs[inputs] = node
+        for item in data["record"].inputs:
+            yield item.source, node, item.kind

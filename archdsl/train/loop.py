@@ -161,18 +161,16 @@ def _train(config: TrainConfig, env: Distributed, reporter) -> TrainResult:
                 setattr(config, key, value)
         config.overrides = dict(payload["overrides"])
         config.out = config.out or str(Path(config.resume).parent)
-        graph = api.graph_of_meta(payload)
+        model = api.load_checkpoint(config.resume, payload)
+        graph = api.graph_of_module(model)
     else:
-        graph = api.graph(config.arch, params=config.overrides)
+        built = api.build(config.arch, compile=False, params=config.overrides)
+        graph = built.graph
     data = load_data(config.data, graph.nodes[graph.graph["inputs"][0]]["shape"], synthetic_size=config.synthetic_size)
     check_fit(graph, data)
     out = Path(config.out or os.path.join("runs", graph.graph["name"]))
-    if payload is not None:
-        model = api.load_checkpoint(config.resume)
-    else:
-        model = api.load(
-            config.arch, seed=config.seed, memory_efficient=config.memory_efficient, params=config.overrides
-        )
+    if payload is None:
+        model = built.compile(seed=config.seed, memory_efficient=config.memory_efficient).module
     model = model.to(env.device)
     if config.channels_last and env.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -293,11 +291,17 @@ def evaluate(checkpoint: str, data_spec: str, device: str = "auto", batch_size: 
     """Accuracy and loss of a checkpoint on a dataset's test split."""
     target = Distributed(device).device if int(os.environ.get("WORLD_SIZE", "1")) == 1 else torch.device("cpu")
     model = api.load_checkpoint(checkpoint)
-    graph = api.graph_of_meta(model.meta["archdsl"])
+    graph = api.graph_of_module(model)
     data = load_data(data_spec, graph.nodes[graph.graph["inputs"][0]]["shape"])
     check_fit(graph, data)
     loss, acc = evaluate_model(model.to(target), DataLoader(data.test, batch_size=batch_size), target)
-    return {"test_loss": loss, "test_acc": acc, "samples": len(data.test), "network": graph.graph["name"]}
+    return {
+        "test_loss": loss,
+        "test_acc": acc,
+        "samples": len(data.test),
+        "network": graph.graph["name"],
+        "overrides": dict(model.meta["archdsl"]["overrides"]),
+    }
 
 
 def save_training_checkpoint(path: Path, model, optimizer, scheduler, epoch, history, config: TrainConfig) -> None:

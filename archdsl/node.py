@@ -1,0 +1,92 @@
+"""The validated node record and the ``networkx`` view built from it.
+
+As in ``torch.fx.Node``, a node's inputs are one ordered tuple (the same
+source may appear twice, ``add(a, a)``), typed fields sit beside each other
+in one frozen record, and the edges of the graph are derived from the inputs.
+:func:`to_networkx` turns a network's records into the ``networkx.DiGraph``
+that :func:`archdsl.graph` returns: one node per record with the record's
+fields as attributes, and one edge per (source, consumer) pair carrying the
+kind and position of that source's first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import networkx as nx
+
+from archdsl.errors import Span
+from archdsl.frames import Group
+
+Shape = tuple[int, ...]
+EDGE_KINDS = ("flow", "skip", "concat", "gate")
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input of a node: where it comes from, how it is drawn (its edge kind) and what made it."""
+
+    source: str
+    kind: str  # one of EDGE_KINDS
+    span: Span
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of a validated network: its op, resolved arguments, ordered inputs, shape and counts."""
+
+    path: str  # module path, also the node id and the state_dict prefix
+    op: str
+    args: Mapping[str, Any]
+    inputs: tuple[Input, ...]
+    shape: Shape  # batch dimension excluded
+    input_shapes: tuple[Shape, ...]
+    params: int
+    macs: int
+    groups: tuple[Group, ...]  # stages and blocks it belongs to, outermost first
+    span: Span
+    label_span: Span | None = None
+    role: str | None = None  # "shortcut" (made by a skip policy), "dense" (a dense stage's concat)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The input node paths, in order (a node used twice appears twice)."""
+        return tuple(i.source for i in self.inputs)
+
+
+# Attributes of a networkx node: the record's fields, with ``inputs`` as a tuple of source paths.
+NODE_ATTRS = tuple(f.name for f in fields(Node))
+
+
+def to_networkx(
+    nodes: Iterable[Node], graph_attrs: Mapping[str, Any], cls: type[nx.DiGraph] = nx.DiGraph
+) -> nx.DiGraph:
+    """The ``networkx`` view of ``nodes`` (given in topological order) with ``graph_attrs`` as ``g.graph``."""
+    g = cls()
+    g.graph.update(graph_attrs)
+    records = list(nodes)
+    for node in records:
+        attrs = {name: getattr(node, name) for name in NODE_ATTRS}
+        attrs["inputs"] = node.sources
+        attrs["record"] = node
+        g.add_node(node.path, **attrs)
+    for node in records:
+        for position, item in enumerate(node.inputs):
+            if not g.has_edge(item.source, node.path):
+                g.add_edge(item.source, node.path, kind=item.kind, position=position, span=item.span)
+    g.graph["total_params"] = sum(n.params for n in records)
+    g.graph["total_macs"] = sum(n.macs for n in records)
+    return g
+
+
+def record(g: nx.DiGraph, path: str) -> Node:
+    """The :class:`Node` record behind node ``path`` of a validated graph."""
+    return g.nodes[path]["record"]
+
+
+def title_of(g: nx.DiGraph) -> str:
+    """The first line of a network's docstring, or its name."""
+    lines = (g.graph.get("doc") or "").strip().splitlines()
+    return lines[0].strip() if lines else g.graph["name"]
