@@ -72,9 +72,9 @@ from functools import cache
 
 from lark import Lark, Token, Tree
 
-from archdsl.errors import ArchSyntaxError
+from archdsl.errors import ArchError, ArchSyntaxError, Span, combine
 from archdsl.grammar import build_parser
-from archdsl.parse import parse
+from archdsl.parse import parse, parse_template
 
 __all__ = ["WIDTH", "check", "format_source"]
 
@@ -112,6 +112,18 @@ def _parse_cst(text: str) -> tuple[Tree, list[Token]]:
         tree = _cst_parser().parse(text)
         comments, _SINK.tokens = _SINK.tokens, []
     return tree, comments
+
+
+def _template_errors(tree: Tree, file: str) -> list[ArchError]:
+    """The errors of the names templates, strings whose inside the grammar does not see."""
+    errors: list[ArchError] = []
+    for node in tree.find_data("stage_names"):
+        tok = node.children[-1]
+        try:
+            parse_template(str(tok), Span(file, tok.line, tok.column, tok.end_line, tok.end_column))
+        except ArchSyntaxError as err:
+            errors.append(err)
+    return errors
 
 
 # ------------------------------------------------------------------ tokens
@@ -537,6 +549,8 @@ def format_source(text: str, file: str = "<string>", *, width: int = WIDTH) -> s
     except Exception:  # the same grammar and postlexer as archdsl.parse: let it report the errors
         parse(text, file)
         raise ArchSyntaxError("the text does not parse", None, code="E101") from None  # pragma: no cover
+    if errors := _template_errors(tree, file):
+        raise combine(errors, {file: text})
     layout = _Layout(width)
     layout.module(tree)
     lines = layout.lines

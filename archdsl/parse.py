@@ -6,7 +6,6 @@ transformer turns its Lark trees into frozen dataclasses with spans.
 
 from __future__ import annotations
 
-import functools
 import inspect
 
 from lark import Token, Transformer_NonRecursive, v_args
@@ -47,6 +46,7 @@ class _ToAst(Transformer_NonRecursive):
         self.file = file
         self.line_offset = line_offset
         self.column_offset = column_offset
+        self.errors: list[ArchError] = []  # found in strings the grammar cannot see into (names templates)
 
     def _span(self, meta_or_tok) -> Span:
         line = meta_or_tok.line
@@ -213,7 +213,12 @@ class _ToAst(Transformer_NonRecursive):
 
     def stage_names(self, children):
         tok = children[0]
-        return ("names", ast.Literal(_unquote(tok), self._span(tok)))
+        span = self._span(tok)
+        try:
+            return ("names", parse_template(str(tok), span))
+        except ArchSyntaxError as err:  # reported with the file's other syntax errors
+            self.errors.append(err)
+            return ("names", ast.Template((), span))
 
     @v_args(meta=True)
     def ref(self, meta, children):
@@ -356,23 +361,32 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
                 break
             current = retry
             continue
-        if errors:
-            break
+        to_ast = _ToAst(file)
         try:
-            return _ToAst(file).transform(tree)
+            module = to_ast.transform(tree)
         except VisitError as err:
             if isinstance(err.orig_exc, ArchError):
                 raise err.orig_exc.with_sources({file: text}) from None
             raise  # pragma: no cover - a transformer bug
+        if not errors and not to_ast.errors:
+            return module
+        errors.extend(to_ast.errors[: max(0, MAX_SYNTAX_ERRORS - len(errors))])
+        break
     raise combine(errors, {file: text})
 
 
-@functools.lru_cache(maxsize=1024)
 def parse_expression(text: str, file: str, line: int, column: int) -> ast.Expr:
-    """Parse one expression that starts at ``file:line:column`` (name templates).
+    """Parse one expression that starts at ``file:line:column`` (a ``-p`` value on the command line)."""
+    return _expression(text, file, [(line, column + k) for k in range(len(text) + 1)])
 
-    Cached: a stage repeated N times asks for the same template N times, and
-    the AST is immutable.
+
+def _expression(text: str, file: str, places: list[tuple[int, int]]) -> ast.Expr:
+    """Parse one expression whose character ``k`` is written at ``places[k]`` (line, column).
+
+    ``places`` holds one place more: where the expression ends. Errors point
+    at those places; spans inside the AST assume that the expression is
+    written in one piece from ``places[0]`` on (true unless it holds an escape
+    sequence, such as ``\\"`` in a string literal of a names template).
     """
     try:
         tree = expression_parser().parse(text)
@@ -380,10 +394,106 @@ def parse_expression(text: str, file: str, line: int, column: int) -> ast.Expr:
         error = syntax_error(err, file, text)
         span = error.span
         assert span is not None
-        moved = Span(file, line, column + span.column - 1, line, column + span.end_column - 1)
-        if error.message == "unexpected end of file":  # of the template's expression, not of the file
-            end = column + len(text.rstrip())
-            early = Span(file, line, end, line, end + 1)
-            raise ArchSyntaxError("the expression ends too early", early, error.hint) from None
-        raise ArchSyntaxError(error.message, moved, error.hint) from None
+        line_start = sum(len(row) + 1 for row in text.split("\n")[: span.line - 1])
+        offset = min(line_start + span.column - 1, len(text))
+        width = span.end_column - span.column if span.end_line == span.line else 1
+        message = error.message
+        if message == "unexpected end of file":  # of the expression, not of the file
+            message, offset, width = "the expression ends too early", len(text.rstrip()), 1
+        line, column = places[offset]
+        raise ArchSyntaxError(message, Span(file, line, column, line, column + max(1, width)), error.hint) from None
+    line, column = places[0]
     return _ToAst(file, line - 1, column - 1).transform(tree)
+
+
+def _string_places(raw: str, span: Span) -> tuple[str, list[tuple[int, int]]]:
+    """The value of the string literal ``raw`` written at ``span``, and where each of its characters is written.
+
+    The list holds one place more: where the closing quote is.
+    """
+    places, line, column = [], span.line, span.column
+    for ch in raw:
+        places.append((line, column))
+        line, column = (line + 1, 1) if ch == "\n" else (line, column + 1)
+    value = _unquote(raw)
+    if not raw.startswith('"""'):
+        out, i = [], 1
+        while i < len(raw) - 1:
+            out.append(places[i])
+            i += 2 if raw[i] == "\\" else 1
+        return value, out + [places[-1]]
+    # A docstring-like literal loses indentation: find each character of its value in order.
+    out, i = [], 3
+    for ch in value:
+        while i < len(raw) - 3 and raw[i] != ch and not (ch == " " and raw[i] == "\t"):
+            i += 1
+        out.append(places[min(i, len(raw) - 3)])
+        i += 1
+    return value, out + [places[len(raw) - 3]]
+
+
+def _closing_brace(value: str, start: int) -> int | None:
+    """Where the ``}`` that closes the ``{`` at ``start`` is; braces nest, and string literals are skipped."""
+    depth, i = 0, start
+    while i < len(value):
+        ch = value[i]
+        if ch == '"':
+            close = value.find('"', i + 1)
+            while close > 0 and value[close - 1] == "\\":
+                close = value.find('"', close + 1)
+            if close < 0:
+                return None
+            i = close
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
+def parse_template(raw: str, span: Span) -> ast.Template:
+    """Parse the names template ``raw``, a string literal as written at ``span``, into text and expressions.
+
+    ``{expr}`` holds an expression and ``{{``/``}}`` a literal brace. Raises
+    :class:`ArchSyntaxError` pointing into the string: E319 for an unclosed
+    ``{``, a lone ``}`` or an empty ``{}``, E101 for an expression that does
+    not parse.
+    """
+    value, places = _string_places(raw, span)
+
+    def error(message: str, start: int, end: int, hint: str) -> ArchSyntaxError:
+        (line, column), (end_line, end_column) = places[start], places[end]
+        return ArchSyntaxError(message, Span(span.file, line, column, end_line, end_column), hint, code="E319")
+
+    parts: list[str | ast.Expr] = []
+    text: list[str] = []
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if ch in "{}" and value.startswith(ch * 2, i):
+            text.append(ch)
+            i += 2
+            continue
+        if ch == "}":
+            raise error("a `}` without its `{` in the names template", i, i + 1, "write `}}` for a literal `}`")
+        if ch != "{":
+            text.append(ch)
+            i += 1
+            continue
+        close = _closing_brace(value, i)
+        if close is None:
+            hint = "close it with `}`, or write `{{` for a literal `{`"
+            raise error("unclosed `{` in the names template", i, i + 1, hint)
+        if not value[i + 1 : close].strip():
+            raise error("empty `{}` in the names template", i, close + 1, "put an expression inside, e.g. `{i}`")
+        if text:
+            parts.append("".join(text))
+            text = []
+        parts.append(_expression(value[i + 1 : close], span.file, places[i + 1 : close + 1]))
+        i = close + 1
+    if text:
+        parts.append("".join(text))
+    return ast.Template(tuple(parts), span)

@@ -11,7 +11,6 @@ from archdsl import syntax as ast
 from archdsl.errors import ArchNameError, ArchTypeError, did_you_mean
 from archdsl.expr import Scope, show, type_name
 from archdsl.frames import Frame, Group, NodeRef
-from archdsl.parse import parse_expression
 
 CONNECT_MODES = ("chain", "dense")
 
@@ -43,7 +42,7 @@ class StageExpander:
         positional = [a for a in stage.first if a.name is None]
         if positional:
             raise ArchTypeError("`first(...)` takes keyword arguments only", positional[0].span, code="E318")
-        template = stage.names.value if stage.names is not None else "{i}"
+        template = stage.names.parts if stage.names is not None else (ast.Name("i", stage.span),)
         stage_path = frame.prefix + link.label
         stage_group = Group(path=stage_path, kind="stage", name=stage.call.callee, span=stage.span)
         groups = self._groups_now() + (stage_group,)
@@ -112,22 +111,16 @@ class StageExpander:
         positional = iter(names)
         return tuple(ast.Arg(next(positional, None), a.value, a.span) if a.name is None else a for a in args)
 
-    def _repeat_name(self, template: str, stage: ast.Stage, scope: Scope) -> str:
-        out, pos = [], 0
+    def _repeat_name(self, template: tuple[str | ast.Expr, ...], stage: ast.Stage, scope: Scope) -> str:
+        """The name of one repeat: the template's text, with its expressions evaluated in ``scope``."""
+        out = []
         span = stage.names.span if stage.names is not None else stage.span
-        while pos < len(template):
-            start = template.find("{", pos)
-            if start < 0:
-                out.append(template[pos:])
-                break
-            end = template.find("}", start)
-            if end < 0:
-                raise ArchTypeError("unclosed `{` in the names template", span, code="E319")
-            out.append(template[pos:start])
-            expr = parse_expression(template[start + 1 : end], span.file, span.line, span.column + 2 + start)
-            value = self._concrete(expr, scope, "a names template")
+        for part in template:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = self._concrete(part, scope, "a names template")
             out.append(str(value) if not isinstance(value, bool) else show(value))
-            pos = end + 1
         name = "".join(out)
         parts = name.split(".")
         if not all(p and (p.isidentifier() or p.isdigit()) for p in parts):

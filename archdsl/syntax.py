@@ -133,6 +133,17 @@ class Call:
 
 
 @dataclass(frozen=True)
+class Template:
+    """A names template, ``"denselayer{i + 1}"``: literal text and the expressions between braces, in order.
+
+    ``span`` is the whole string literal; each expression has its own span inside it.
+    """
+
+    parts: tuple[str | Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
 class Stage:
     """``stage callee(args) x count, first(...), connect=..., names="..."``."""
 
@@ -140,7 +151,7 @@ class Stage:
     count: Expr
     first: tuple[Arg, ...]
     connect: str | None
-    names: Literal | None
+    names: Template | None
     span: Span
     connect_span: Span | None = None
 
