@@ -25,6 +25,7 @@ import networkx as nx
 
 from archdsl import limits
 from archdsl import syntax as ast
+from archdsl.binding import Signature, bind
 from archdsl.errors import ArchError, ArchLimitError, ArchNameError, ArchTypeError, Span, did_you_mean
 from archdsl.expr import FAILED, Deferred, FailedValue, NeedsShape, Scope, evaluate, show, try_evaluate, type_name
 from archdsl.frames import Frame, Group, NodeRef, Unresolved, lookup_name, resolve
@@ -436,34 +437,19 @@ class Elaborator(StageExpander):
             self._groups = saved
 
     def _bind_block_args(self, block: ast.Definition, call: ast.Call, scope: Scope, inner: Frame) -> dict[str, Any]:
-        params = block.params
-        names = [p.name for p in params]
-        values: dict[str, Any] = {}
-        positional = [a for a in call.args if a.name is None]
-        if len(positional) > len(params):
-            raise ArchTypeError(
-                f"block `{block.name}` takes {len(params)} argument(s), got {len(positional)}",
-                positional[len(params)].span,
-                code="E313",
-            )
-        for param, arg in zip(params, positional, strict=False):
-            values[param.name] = try_evaluate(arg.value, scope)
-        for arg in call.args:
-            if arg.name is None:
-                continue
-            if arg.name not in names:
-                hint = did_you_mean(arg.name, names)
-                raise ArchNameError(f"block `{block.name}` has no parameter `{arg.name}`", arg.span, hint, code="E219")
-            if arg.name in values:
-                raise ArchTypeError(f"`{arg.name}` is given twice", arg.span, code="E314")
-            values[arg.name] = try_evaluate(arg.value, scope)
+        signature = Signature(
+            callee=f"block `{block.name}`",
+            params=tuple(p.name for p in block.params),
+            required=frozenset(p.name for p in block.params if p.default is None),
+            noun="parameter",
+            needs="needs a value for",
+        )
+        given = bind(signature, call.args, call.span)
+        values = {name: try_evaluate(arg.value, scope) for name, arg in given.items()}
         defaults_scope = self._scope(inner, values)
-        for param in params:
-            if param.name in values:
-                continue
-            if param.default is None:
-                raise ArchTypeError(f"block `{block.name}` needs a value for `{param.name}`", call.span, code="E315")
-            values[param.name] = try_evaluate(param.default, defaults_scope)
+        for param in block.params:
+            if param.name not in values:
+                values[param.name] = try_evaluate(param.default, defaults_scope)
         return values
 
     # ------------------------------------------------------------ stages

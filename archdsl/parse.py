@@ -18,7 +18,6 @@ from archdsl.syntax_errors import blank_line, recoverable, syntax_error
 
 MAX_SYNTAX_ERRORS = 20
 
-_Postlexer = Postlexer  # the old name, still imported by tests/test_fmt.py
 
 
 def _unquote(raw: str) -> str:

@@ -17,7 +17,8 @@ from typing import Any
 import networkx as nx
 
 from archdsl import limits
-from archdsl.errors import ArchError, ArchNameError, ArchShapeError, ArchTypeError, Label, Span, did_you_mean
+from archdsl.binding import Signature, bind
+from archdsl.errors import ArchError, ArchShapeError, ArchTypeError, Label, Span
 from archdsl.expr import FailedValue, Scope, Shape, evaluate, show
 from archdsl.frames import resolve
 from archdsl.node import Input
@@ -143,54 +144,15 @@ class _Inference:
 
     def _bind(self, spec: OpSpec, data: dict) -> dict[str, Any]:
         scope: Scope = data["scope"].with_shapes(self.shape_of)
-        call = data.get("call", ())
         values: dict[str, Any] = {}
-        positional = [a for a in call if a.name is None]
-        if len(positional) > len(spec.args):
-            raise ArchTypeError(
-                f"`{spec.name}` takes {len(spec.args)} argument(s), got {len(positional)}",
-                positional[len(spec.args)].span,
-                self._signature(spec),
-                code="E313",
-            )
-        bound = list(zip(spec.args, positional, strict=False))
-        for arg in call:
-            if arg.name is None:
-                continue
-            match = next((a for a in spec.args if a.name == arg.name), None)
-            if match is None:
-                hint = did_you_mean(arg.name, spec.arg_names) or self._signature(spec)
-                raise ArchNameError(f"`{spec.name}` has no argument `{arg.name}`", arg.span, hint, code="E219")
-            if any(a.name == arg.name for a, _ in bound):
-                raise ArchTypeError(f"`{arg.name}` is given twice", arg.span, code="E314")
-            bound.append((match, arg))
-        for schema, arg in bound:
+        for name, arg in bind(op_signature(spec), data.get("call", ()), data["span"]).items():
+            schema = spec.args[spec.arg_names.index(name)]
             value = evaluate(arg.value, scope)
             try:
-                values[schema.name] = schema.coerce(value)
+                values[name] = schema.coerce(value)
             except ArgProblem as problem:
                 raise ArchTypeError(problem.message, arg.span, problem.hint, code="E301") from None
-        for schema in spec.args:
-            if schema.name not in values:
-                if schema.required:
-                    raise ArchTypeError(
-                        f"`{spec.name}` needs the argument `{schema.name}`",
-                        data["span"],
-                        self._signature(spec),
-                        code="E315",
-                    )
-                values[schema.name] = schema.coerce(schema.default) if schema.default is not None else None
-        if spec.finish_args is not None:
-            values = spec.finish_args(values)
-        return values
-
-    @staticmethod
-    def _signature(spec: OpSpec) -> str:
-        parts = [
-            a.name if a.required else f"{a.name}={show(a.default) if a.default is not None else 'none'}"
-            for a in spec.args
-        ]
-        return f"{spec.name}({', '.join(parts)})"
+        return complete_args(spec, values)
 
     # ---------------------------------------------------------- shortcuts
 
@@ -223,8 +185,8 @@ class _Inference:
             )
         base = dict(span=data["span"], groups=data["groups"], scope=data["scope"], call=(), role="shortcut")
         if policy == "projection":
-            conv = dict(op="conv", args=_conv_args(want[0], stride), **base)
-            bn = dict(op="batchnorm", args=_bn_args(), **base)
+            conv = dict(op="conv", args=op_args("conv", out=want[0], k=1, stride=stride, bias=False), **base)
+            bn = dict(op="batchnorm", args=op_args("batchnorm"), **base)
             self._replace(node, src, add, [(f"{node}.0", conv), (f"{node}.1", bn)])
         else:
             if want[0] < have[0]:
@@ -232,7 +194,7 @@ class _Inference:
                     mismatch + "; zero-padding cannot remove channels", edge_span, "use `via projection`", code="E407"
                 )
             extra = want[0] - have[0]
-            args = {"stride": stride, "pad_before": extra // 2, "pad_after": extra - extra // 2}
+            args = op_args("zeropad_shortcut", stride=stride, pad_before=extra // 2, pad_after=extra - extra // 2)
             self._replace(node, src, add, [(node, dict(op="zeropad_shortcut", args=args, **base))])
 
     def _replace(self, node: str, src: str, add: str, chain: list[tuple[str, dict]]) -> None:
@@ -273,25 +235,45 @@ class _Poisoned(Exception):
     """A node depends on one that already failed; its own error would only repeat that one."""
 
 
-def _conv_args(out: int, stride: int) -> dict[str, Any]:
-    return {
-        "out": out,
-        "k": (1, 1),
-        "stride": (stride, stride),
-        "pad": (0, 0),
-        "dilation": (1, 1),
-        "groups": 1,
-        "bias": False,
-        "bias_init": 0.0,
-    }
-
-
-def _bn_args() -> dict[str, Any]:
-    return {"eps": 1e-5, "momentum": 0.1}
-
-
 def infer_shapes(g: nx.DiGraph, errors: list[ArchError], poisoned: frozenset[str], order: list[str]) -> set[str]:
     """Annotate ``g`` in place with args, shapes, params and MACs, adding to ``errors``; returns the failed nodes."""
     inference = _Inference(g, errors, poisoned)
     inference.run(order)
     return inference.poisoned
+
+
+def op_signature(spec: OpSpec) -> Signature:
+    """The op's parameters as the binder sees them, with its usage (``conv(out, k, stride=1, ...)``) as a hint."""
+    parts = [
+        a.name if a.required else f"{a.name}={show(a.default) if a.default is not None else 'none'}" for a in spec.args
+    ]
+    return Signature(
+        callee=f"`{spec.name}`",
+        params=spec.arg_names,
+        required=frozenset(a.name for a in spec.args if a.required),
+        noun="argument",
+        needs="needs the argument",
+        usage=f"{spec.name}({', '.join(parts)})",
+    )
+
+
+def complete_args(spec: OpSpec, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` (already checked against the schema) with every other argument at its default, in schema order."""
+    values = {}
+    for schema in spec.args:
+        if schema.name in given:
+            values[schema.name] = given[schema.name]
+        else:
+            values[schema.name] = schema.coerce(schema.default) if schema.default is not None else None
+    return spec.finish_args(values) if spec.finish_args is not None else values
+
+
+def op_args(op: str, **given: Any) -> dict[str, Any]:
+    """Complete, checked arguments of ``op`` from its registry entry: ``given`` values, the rest defaults.
+
+    Nodes the compiler adds itself (a projection shortcut's conv and
+    batchnorm) take their arguments from here, so they follow the op's schema.
+    """
+    spec = lookup(op)
+    assert spec is not None, op
+    return complete_args(spec, {name: spec.args[spec.arg_names.index(name)].coerce(v) for name, v in given.items()})

@@ -31,7 +31,7 @@ from lark import Lark
 
 import archdsl
 from archdsl.fmt import WIDTH, check, format_source
-from archdsl.parse import _Postlexer
+from archdsl.grammar import Postlexer
 from archdsl.resources import grammar_path, zoo_dir
 
 ZOO_FILES = sorted(zoo_dir().rglob("*.arch"))
@@ -47,7 +47,7 @@ def _comment_lexer() -> tuple[Lark, list]:
         grammar_path().read_text(encoding="utf-8"),
         parser="lalr",
         lexer="contextual",
-        postlex=_Postlexer(),
+        postlex=Postlexer(),
         lexer_callbacks={"COMMENT": found.append},
     )
     return parser, found

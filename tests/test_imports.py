@@ -78,7 +78,9 @@ def test_no_import_cycles():
 def test_nothing_imports_the_package_root():
     """Modules import each other, never ``archdsl`` itself (whose __init__ imports the whole API)."""
     offenders = [
-        f"{name}:{line}" for name, path in MODULES.items() for target, _, line in _imports(name, path)
+        f"{name}:{line}"
+        for name, path in MODULES.items()
+        for target, _, line in _imports(name, path)
         if target == "archdsl" and name != "archdsl"
     ]
     assert not offenders

@@ -145,6 +145,8 @@ def _edge_attrs(edge: Edge) -> dict[str, str]:
     attrs = dict(EDGE_STYLE[edge.kind])
     if edge.kind == "concat" and edge.channels:
         attrs["label"] = f"{edge.channels}"
+    if edge.uses > 1:  # one source filling several inputs of a merge: `add(a, a)`
+        attrs["label"] = f"{attrs['label']} ×{edge.uses}" if "label" in attrs else f"×{edge.uses}"
     attrs["tooltip"] = EDGE_MEANING[edge.kind]
     return attrs
 

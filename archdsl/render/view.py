@@ -12,7 +12,7 @@ a block of L layers needs 2L edges instead of L(L+1)/2.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 
@@ -44,6 +44,7 @@ class Edge:
     target: str
     kind: str
     channels: int | None = None  # for concat edges: the channels carried
+    uses: int = 1  # how many inputs of one consumer the same source fills (`add(a, a)`: 2)
 
 
 @dataclass
@@ -92,13 +93,17 @@ def fold(g: nx.DiGraph, level: str = "block", expand: tuple[str, ...] = (), dens
         unit.first_repeat, unit.last_repeat = members[0], members[-1]
     unit_of = {node: key for key, unit in units.items() for node in unit.nodes}
     edges: dict[tuple[str, str, str], Edge] = {}
+    uses: Counter = Counter()  # (source node, consumer node, kind): a node that feeds one merge twice
     for source, target, kind in _display_edges(g) if dense_bus else _all_edges(g):
         a, b = unit_of[source], unit_of[target]
         if a == b:
             units[a].internal[kind] += 1
             continue
+        uses[source, target, kind] += 1
         channels = g.nodes[source]["shape"][0] if kind == "concat" else None
-        edges.setdefault((a, b, kind), Edge(a, b, kind, channels))
+        edge = edges.setdefault((a, b, kind), Edge(a, b, kind, channels))
+        if uses[source, target, kind] > edge.uses:
+            edges[a, b, kind] = replace(edge, uses=uses[source, target, kind])
     return View(list(units.values()), list(edges.values()), unit_of)
 
 
