@@ -13,7 +13,7 @@ from lark.exceptions import UnexpectedInput, VisitError
 
 from archdsl import syntax as ast
 from archdsl.errors import ArchError, ArchSyntaxError, Span, combine
-from archdsl.grammar import Postlexer, TooComplex, expression_parser, parser
+from archdsl.grammar import TooComplex, expression_parser, parser
 from archdsl.syntax_errors import blank_line, recoverable, syntax_error
 
 MAX_SYNTAX_ERRORS = 20
