@@ -1,15 +1,20 @@
-"""The package's one error root, its diagnostics, and their rustc-style rendering.
+r"""The package's one error root, its diagnostics, and their rustc-style rendering.
 
 Every failure the user can cause is an :class:`ArchError` (or a subclass)
 holding one or more :class:`Diagnostic` s, each pointing at a :class:`Span`
-of the source. ``str(error)`` renders all of them::
+of the source. ``str(error)`` renders all of them:
 
-    error[E301]: unknown op `conv2` in `block basic`
-     --> net.arch:3:11
-      |
-    3 |     conv1: conv2(64, k=3)
-      |            ^^^^^
-      = help: did you mean `conv`?
+>>> import archdsl
+>>> try:
+...     archdsl.graph("network n {\n    input x: [3, 8, 8]\n    conv1: conv2(64, k=3)\n}\n")
+... except ArchError as error:
+...     print(error)
+error[E202]: unknown op or block `conv2`
+ --> <string>:3:12
+  |
+3 |     conv1: conv2(64, k=3)
+  |            ^^^^^
+  = help: did you mean `conv`?
 """
 
 from __future__ import annotations

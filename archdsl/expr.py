@@ -48,7 +48,7 @@ FAILED = _Failed()
 class NodeValue:
     """A graph node used as a value: only its shape attributes can be read."""
 
-    node: object  # a NodeRef (see archdsl.elaborate); resolved through Scope.shape_of
+    node: object  # a NodeRef (see archdsl.frames); resolved through Scope.shape_of
 
 
 @dataclass(frozen=True)
