@@ -19,7 +19,6 @@ from archdsl.syntax_errors import blank_line, recoverable, syntax_error
 MAX_SYNTAX_ERRORS = 20
 
 
-
 def _unquote(raw: str) -> str:
     if raw.startswith('"""'):
         return inspect.cleandoc(raw[3:-3])
