@@ -258,12 +258,10 @@ def op_signature(spec: OpSpec) -> Signature:
 
 
 def complete_args(spec: OpSpec, given: dict[str, Any]) -> dict[str, Any]:
-    """``given`` (already checked against the schema) with every other argument at its default, in schema order."""
-    values = {}
+    """``given`` (checked against the schema, in the order written), then every other argument at its default."""
+    values = dict(given)
     for schema in spec.args:
-        if schema.name in given:
-            values[schema.name] = given[schema.name]
-        else:
+        if schema.name not in values:
             values[schema.name] = schema.coerce(schema.default) if schema.default is not None else None
     return spec.finish_args(values) if spec.finish_args is not None else values
 
@@ -276,4 +274,6 @@ def op_args(op: str, **given: Any) -> dict[str, Any]:
     """
     spec = lookup(op)
     assert spec is not None, op
-    return complete_args(spec, {name: spec.args[spec.arg_names.index(name)].coerce(v) for name, v in given.items()})
+    checked = {name: spec.args[spec.arg_names.index(name)].coerce(v) for name, v in given.items()}
+    values = complete_args(spec, checked)
+    return {name: values[name] for name in spec.arg_names}  # schema order: nothing was written
