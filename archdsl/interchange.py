@@ -15,6 +15,7 @@ def _plain_node(data: dict[str, Any]) -> dict[str, Any]:
     return {
         "op": data["op"],
         "args": {k: _plain(v) for k, v in data["args"].items()},
+        "inputs": list(data["inputs"]),
         "shape": list(data["shape"]),
         "params": data["params"],
         "macs": data["macs"],
@@ -52,6 +53,7 @@ def to_graphml(g: nx.DiGraph) -> str:
         flat.add_node(
             node,
             op=plain["op"],
+            inputs=", ".join(plain["inputs"]),
             args=", ".join(f"{k}={show(v)}" for k, v in data["args"].items()),
             shape="x".join(map(str, plain["shape"])),
             params=plain["params"],

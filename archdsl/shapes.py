@@ -1,12 +1,10 @@
-"""Stage 3: shape inference over the structural graph.
+"""Shape inference over the structural graph, the heart of stage 3 (:func:`archdsl.validate.validate`).
 
 Visits nodes in topological order; evaluates each op's arguments (which may
 read inferred shapes), checks them against the op's schema, infers the output
 shape, counts parameters and MACs, and applies skip policies (identity,
-projection, zero-padding) now that both ends' shapes are known.
-
-The result is the final graph whose node attributes are documented in
-:func:`archdsl.graph`.
+projection, zero-padding) now that both ends' shapes are known. It annotates
+the structural graph in place; validation then turns it into node records.
 """
 
 from __future__ import annotations
