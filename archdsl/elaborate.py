@@ -51,12 +51,19 @@ class Elaborator(StageExpander):
         self.instances = 0  # block calls so far: bounded like nodes, since a block may add none
         self._groups: tuple[Group, ...] = ()
         self._output_refs: list[NodeRef] = []
+        self._name_skips: dict[str, dict[str, dict[int, int]]] = {}  # per prefix: see Frame.skips
 
     # ------------------------------------------------------------ entry
 
     def network(self, definition: ast.Definition, overrides: Mapping[str, Any]) -> nx.DiGraph:
         """Instantiate ``definition`` with parameter ``overrides``; returns the structural graph."""
-        frame = Frame(prefix="", where=f"network `{definition.name}`", input_ref=None, taken=self.graph.__contains__)
+        frame = Frame(
+            prefix="",
+            where=f"network `{definition.name}`",
+            input_ref=None,
+            taken=self.graph.__contains__,
+            skips=self._name_skips.setdefault("", {}),
+        )
         scope = self._scope(frame)
         self._bind_network_params(definition, overrides, scope)
         output = self._body(definition, frame, scope, cursor=None)
@@ -401,7 +408,13 @@ class Elaborator(StageExpander):
         if label:
             self._claim(frame, label, label_span or call.span)
         prefix = frame.prefix + (f"{local}." if local else "")
-        inner = Frame(prefix=prefix, where=f"block `{block.name}`", input_ref=cursor, taken=self.graph.__contains__)
+        inner = Frame(
+            prefix=prefix,
+            where=f"block `{block.name}`",
+            input_ref=cursor,
+            taken=self.graph.__contains__,
+            skips=self._name_skips.setdefault(prefix, {}),
+        )
         values = self._bind_block_args(block, call, scope, inner)
         inner_scope = self._scope(inner, values)
         groups = self._groups_now()

@@ -49,21 +49,44 @@ class Frame:
     counters: dict[str, int] = field(default_factory=dict)
 
     taken: Any = None  # callable: is this full node id already in the graph?
+    # Shared by every frame of this prefix (unlabelled block instances share their caller's prefix):
+    # base -> {n: a later n'} where every name from `base_n` up to `base_(n'-1)` is a node already.
+    skips: dict[str, dict[int, int]] = field(default_factory=dict)
 
     def fresh(self, base: str) -> str:
-        """A local name for an unlabelled node that collides with no label of this frame and no node."""
-        n = self.counters.get(base, 0)
-        candidate = base if n == 0 else f"{base}_{n}"
-        while (
-            candidate in self.reserved
-            or candidate in self.names
-            or (self.taken is not None and self.taken(self.prefix + candidate))
-        ):
-            n += 1
-            candidate = f"{base}_{n}"
+        """A local name for an unlabelled node that collides with no label of this frame and no node.
+
+        The first of ``base``, ``base_1``, ``base_2``, ... from this frame's
+        counter on that is neither a name of this frame nor a node. Runs of
+        names that are nodes already are jumped over (nodes are never
+        removed during elaboration), so the 20,000th unlabelled instance of
+        a block does not test the 19,999 names before it.
+        """
+        n = self._first_untaken(base, self.counters.get(base, 0))
+        while (candidate := base if n == 0 else f"{base}_{n}") in self.reserved or candidate in self.names:
+            n = self._first_untaken(base, n + 1)
         self.counters[base] = n + 1
         self.reserved.add(candidate)
         return candidate
+
+    def _first_untaken(self, base: str, n: int) -> int:
+        """The first ``m >= n`` whose name ``base_m`` is no node of the graph (union-find with path compression)."""
+        if self.taken is None:
+            return n
+        skips = self.skips.setdefault(base, {})
+        visited = []
+        while True:
+            if n in skips:
+                visited.append(n)
+                n = skips[n]
+            elif self.taken(self.prefix + (base if n == 0 else f"{base}_{n}")):
+                visited.append(n)
+                n += 1
+            else:
+                break
+        for m in visited:
+            skips[m] = n
+        return n
 
 
 def lookup_name(frame: Frame, name: str) -> NodeRef | None:

@@ -1,0 +1,79 @@
+"""Structure that grows faster than its text: block-call fan-outs and dense stages.
+
+A few hundred bytes can ask for 2^14 block instances or a dense stage whose
+n repeats have about n^2/2 inputs between them. The contract is the one of
+tests/test_robustness.py: :func:`archdsl.graph` returns a graph or raises an
+:class:`archdsl.ArchError` (an :class:`archdsl.ArchLimitError` for what is
+too large), in time about linear in what it builds.
+
+The reproducers of issue 13 come first, then hypothesis properties that
+generate fan-outs (blocks calling blocks several times, nested, labelled or
+not) and dense stages of random sizes. The runs are derandomized; set
+``ARCHDSL_FUZZ_EXAMPLES`` for random ones, as in tests/test_robustness.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+import networkx as nx
+import pytest
+from test_robustness import time_limit
+
+import archdsl
+
+# ---------------------------------------------------------------- unlabelled block calls: linear names
+
+
+def unlabelled_calls(count: int) -> str:
+    """``count`` lines of ``u()``, each an unlabelled instance of a one-node block."""
+    return "block u() {\n    relu\n}\nnetwork n() {\n    input x: [4]\n" + "    u()\n" * count + "}\n"
+
+
+def binary_fan_out(depth: int) -> str:
+    """Blocks ``b1`` to ``b<depth>``, each calling the one below twice: 2^depth relus in about 35 bytes a level."""
+    blocks = ["block b0() {\n    relu\n}\n"]
+    blocks += [f"block b{k}() {{\n    b{k - 1}() -> b{k - 1}()\n}}\n" for k in range(1, depth + 1)]
+    return "".join(blocks) + f"network n() {{\n    input x: [4]\n    b{depth}()\n}}\n"
+
+
+@pytest.fixture
+def membership_tests(monkeypatch) -> list[int]:
+    """Counts the graph membership tests (``name in graph``) made while building."""
+    count = [0]
+    contains = nx.DiGraph.__contains__
+
+    def counting(self, node):
+        count[0] += 1
+        return contains(self, node)
+
+    monkeypatch.setattr(nx.DiGraph, "__contains__", counting)
+    return count
+
+
+@pytest.mark.parametrize("source", [unlabelled_calls(2000), binary_fan_out(11)], ids=["u_lines", "fan_out"])
+def test_names_of_unlabelled_instances_cost_a_constant_each(source, membership_tests):
+    """Each unlabelled instance used to try every name taken before it (about 1,000 tests a node here)."""
+    g = archdsl.graph(source)
+    assert membership_tests[0] < 20 * g.number_of_nodes()
+
+
+def test_unlabelled_instances_keep_their_names():
+    g = archdsl.graph(unlabelled_calls(3))
+    assert list(g.nodes) == ["x", "relu", "relu_1", "relu_2"]
+    g = archdsl.graph(binary_fan_out(2))
+    assert list(g.nodes) == ["x", "relu", "relu_1", "relu_2", "relu_3"]
+
+
+@pytest.mark.parametrize(
+    ("source", "nodes"),
+    [(unlabelled_calls(20_000), 20_001), (binary_fan_out(14), 2**14 + 1)],
+    ids=["20000_u_lines", "528_byte_fan_out"],
+)
+def test_reproducers_of_quadratic_naming(source, nodes):
+    """84 s and 57 s before names were allocated in linear time; about 5 s and 2.5 s after, on 2 busy cores."""
+    start = time.process_time()
+    with time_limit(120):
+        g = archdsl.graph(source)
+    assert g.number_of_nodes() == nodes
+    assert time.process_time() - start < 30
