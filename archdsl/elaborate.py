@@ -518,9 +518,19 @@ class Elaborator(StageExpander):
         self._claim(frame, local, label_span or span)
         if self.graph.number_of_nodes() >= (most := limits.current().max_nodes):
             raise TooLarge(f"the network has more than {most} nodes", span)
+        if len(self.pending_edges) > (most := limits.current().max_edges):
+            raise TooLarge(f"the network has more than {most} edges (node inputs)", span, "max_edges")
         groups = self._groups_now() if groups is None else groups
         self.graph.add_node(node_id, op=op, span=span, label_span=label_span, groups=tuple(groups), **attrs)
         return node_id
+
+    def _expect_edges(self, more: int, span: Span, what: str) -> None:
+        """Stop (E321) before ``what`` adds ``more`` edges that would take the network past ``Limits.max_edges``."""
+        total = len(self.pending_edges) + more
+        if total > (most := limits.current().max_edges):
+            also = f", which takes the network to {total:,}" if total > more else ""
+            message = f"{what} needs {more:,} edges (node inputs){also}, over the limit of {most:,}"
+            raise TooLarge(message, span, "max_edges")
 
     # ---------------------------------------------------------- resolving
 
@@ -626,9 +636,9 @@ def _from_python(value: Any) -> Any:
 class TooLarge(Exception):
     """Stops elaboration at once (E321): unlike other errors, a size overflow is not worth collecting."""
 
-    def __init__(self, message: str, span: Span) -> None:
+    def __init__(self, message: str, span: Span, limit: str = "max_nodes") -> None:
         super().__init__(message)
-        hint = "raise it with archdsl.Limits(max_nodes=...) if the network really is this large"
+        hint = f"raise it with archdsl.Limits({limit}=...) if the network really is this large"
         self.error = ArchLimitError(message, span, hint, code="E321")
 
 

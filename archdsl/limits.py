@@ -24,6 +24,7 @@ class Limits:
 
     max_repeat: int = 10_000  # `x N` of one stage
     max_nodes: int = 200_000  # graph nodes of one network
+    max_edges: int = 1_000_000  # node inputs of one network; a dense stage of n repeats has about n*n/2
     max_block_depth: int = 64  # block calls nested inside each other
     max_import_depth: int = 32  # files importing files
     max_bracket_depth: int = 48  # nested (), [] in one statement

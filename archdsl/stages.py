@@ -39,6 +39,9 @@ class StageExpander:
         if connect not in CONNECT_MODES:
             hint = did_you_mean(connect, CONNECT_MODES) or "use `connect=chain` or `connect=dense`"
             raise ArchNameError(f"unknown connection `{connect}`", stage.connect_span or stage.span, hint, code="E221")
+        if connect == "dense":  # repeat i reads the stage's input and the i outputs before it; so does `out`
+            what = f"dense stage `{link.label}` of {count} repeats"
+            self._expect_edges((count - 1) * (count + 2) // 2 + count + 1, stage.count.span, what)
         positional = [a for a in stage.first if a.name is None]
         if positional:
             raise ArchTypeError("`first(...)` takes keyword arguments only", positional[0].span, code="E318")

@@ -77,3 +77,57 @@ def test_reproducers_of_quadratic_naming(source, nodes):
         g = archdsl.graph(source)
     assert g.number_of_nodes() == nodes
     assert time.process_time() - start < 30
+
+
+# ---------------------------------------------------------------- dense stages: edges counted before they exist
+
+DENSE = "block u() {{\n    relu\n}}\nnetwork n() {{\n    input x: [4]\n    s: stage u() x {n}, connect=dense\n}}\n"
+
+
+def dense_edges(repeats: int) -> int:
+    """The concatenations' inputs of a dense stage: repeat i reads the stage's input and i outputs; so does `out`."""
+    return (repeats - 1) * (repeats + 2) // 2 + repeats + 1
+
+
+@pytest.mark.parametrize("repeats", [4000, 10_000])
+def test_a_dense_stage_is_counted_before_it_is_expanded(repeats):
+    """x 4000 took 47 s and 4 GB, x 10000 raised a MemoryError; both are refused at once, at the count."""
+    start = time.process_time()
+    with pytest.raises(archdsl.ArchLimitError) as info:
+        archdsl.graph(DENSE.format(n=repeats))
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.code == "E321"
+    assert f"dense stage `s` of {repeats} repeats needs {dense_edges(repeats):,} edges" in diagnostic.message
+    assert "over the limit of 1,000,000" in diagnostic.message
+    assert "Limits(max_edges=...)" in diagnostic.hint
+    assert (diagnostic.span.line, diagnostic.span.column, diagnostic.span.end_column) == (6, 20, 20 + len(str(repeats)))
+    assert time.process_time() - start < 5
+
+
+def test_edges_made_before_a_dense_stage_count_too():
+    """Instances of a block with a dense stage of 1,000 repeats (502,500 edges each): the second is refused."""
+    source = (
+        "block d() {\n    s: stage relu x 1000, connect=dense\n}\n"
+        "network n() {\n    input x: [4]\n    t: stage d() x 3\n}\n"
+    )
+    with pytest.raises(archdsl.ArchLimitError) as info:
+        archdsl.graph(source)
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.code == "E321" and "takes the network to 1,004,000" in diagnostic.message
+    assert diagnostic.span.line == 2
+
+
+def test_merges_count_against_the_edge_limit():
+    merges = "    a: concat(x, x, x, x, x, x)\n    b: concat(a, a, a, a, a, a)\n"
+    source = "network n() {\n    input x: [4]\n" + merges + "    relu\n}\n"
+    with pytest.raises(archdsl.ArchLimitError) as info:
+        archdsl.graph(source, limits=archdsl.Limits(max_edges=10))
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.code == "E321" and diagnostic.message == "the network has more than 10 edges (node inputs)"
+    assert diagnostic.span.line == 5
+
+
+def test_the_default_edge_limit_fits_the_zoo_by_far():
+    """densenet201 has the most edges of the zoo; a dense stage of 1,412 repeats still fits."""
+    assert archdsl.graph("densenet201").number_of_edges() * 100 < archdsl.Limits().max_edges
+    assert dense_edges(1412) <= archdsl.Limits().max_edges < dense_edges(1413)

@@ -42,6 +42,7 @@ network n() {
         ({"max_dim": 100}, "network n() {\n    input x: [4]\n    fc: linear(200)\n}\n", "E404"),
         ({"max_import_depth": 1}, 'import "a.arch"\nnetwork n() {\n    input x: [4]\n}\n', "E254"),
         ({"max_block_depth": 1}, NESTED_BLOCKS, "E217"),
+        ({"max_edges": 20}, "network n() {\n    input x: [4]\n    s: stage relu x 6, connect=dense\n}\n", "E321"),
     ],
 )
 def test_each_limit_can_be_lowered(limits, source, code, tmp_path):
