@@ -8,7 +8,6 @@ pipeline) and copies the weights in; files are read with
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -16,6 +15,7 @@ import torch
 from torch import fx
 
 from archdsl.errors import ArchCheckpointError, ArchError
+from archdsl.outputs import check_output, input_files
 from archdsl.pipeline import rebuild
 
 CHECKPOINT_FORMAT = "archdsl-checkpoint"
@@ -42,8 +42,12 @@ def checkpoint_payload(module: fx.GraphModule) -> dict[str, Any]:
 
 
 def atomic_save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves a truncated checkpoint."""
-    target = Path(path)
+    """``torch.save`` to a temporary file, then rename: a crash never leaves a truncated checkpoint.
+
+    An output that is one of the network's source files, a folder or a
+    special file is refused (:func:`archdsl.outputs.check_output`).
+    """
+    target = check_output(path, input_files(payload))
     if not target.parent.is_dir():
         raise ArchCheckpointError(
             f"cannot write {target}: the folder {target.parent} does not exist", None, code="E606"

@@ -122,10 +122,14 @@ def compile_(
     """Compile to a torch.fx module, run one forward pass and print its size and output shape."""
     import torch
 
+    from archdsl.outputs import check_output, input_files
+
     out, err = _consoles(no_color)
     overrides = parse_overrides(param)
     try:
         built = api.build(target, seed=seed, memory_efficient=memory_efficient, fuse=fuse, params=overrides)
+        if output:  # refused before the forward pass, not after it
+            check_output(output, input_files(built.graph.graph))
     except ArchError as error:
         _print_error(error, err)
         raise typer.Exit(1) from None
@@ -284,6 +288,7 @@ def graph_(
 ) -> None:
     """Dump the validated graph as JSON (node-link) or GraphML, for other tools."""
     from archdsl.interchange import to_graphml, to_node_link
+    from archdsl.outputs import input_files, write_bytes
 
     out, err = _consoles(no_color)
     fmt = output_format or ("graphml" if output.endswith(".graphml") else "json")
@@ -297,8 +302,10 @@ def graph_(
     text = to_graphml(g) if fmt == "graphml" else json.dumps(to_node_link(g), indent=1)
     if output:
         try:
-            with open(output, "w", encoding="utf-8") as handle:
-                handle.write(text)
+            write_bytes(output, text.encode("utf-8"), input_files(g.graph))
+        except ArchError as error:
+            _print_error(error, err)
+            raise typer.Exit(1) from None
         except OSError as error:
             err.print(f"error: cannot write {output}: {error.strerror or error}", markup=False)
             raise typer.Exit(1) from None

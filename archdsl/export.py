@@ -25,6 +25,7 @@ from torch import fx, nn
 
 from archdsl.api import load
 from archdsl.errors import ArchError, did_you_mean
+from archdsl.outputs import check_output, input_files, replacing, replacing_folder_files
 from archdsl.pipeline import graph_of_module, without_rewrites
 
 __all__ = ["FORMATS", "ArchExportError", "export"]
@@ -80,14 +81,17 @@ def export(
     (a module not built by archdsl and no ``example_inputs``), E904 an
     exporter failure (the PyTorch error is its ``__cause__``), E905
     overrides given with a built module, E906 a missing output folder.
-    Building from source raises the usual ``ArchError`` s.
+    An output that is one of the network's source files, a folder or a
+    special file is refused (E610-E612, :mod:`archdsl.outputs`); the file is
+    written to a temporary name and renamed, so a failed export leaves
+    ``path`` as it was. Building from source raises the usual ``ArchError`` s.
     """
     fmt = _check_format(format)
     if fmt == "onnx":
         _require_onnx()
     module = _resolve_module(module_or_source, overrides)
+    target = check_output(path, input_files(getattr(module, "meta", {}).get("archdsl") or {}))
     inputs = _example_inputs(module, example_inputs)
-    target = Path(path)
     if not target.parent.is_dir():
         raise ArchExportError(f"cannot write {target}: the folder {target.parent} does not exist", None, code="E906")
     modes = {m: m.training for m in module.modules()}
@@ -199,30 +203,33 @@ def _to_torchscript(module: nn.Module, target: Path) -> None:
         warnings.filterwarnings("ignore", message=r".*instance-level annotations", category=UserWarning)
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.save.*deprecated", category=FutureWarning)
         scripted = torch.jit.script(module)
-        torch.jit.save(scripted, str(target))
+        with replacing(target) as stream:
+            torch.jit.save(scripted, stream)
 
 
 def _to_pt2(module: nn.Module, inputs: tuple[torch.Tensor, ...], target: Path, dynamic: bool) -> None:
     args, shapes = _trace_args(inputs, dynamic)
     program = torch.export.export(module, args, dynamic_shapes=shapes)
-    torch.export.save(program, str(target))
+    with replacing(target) as stream:
+        torch.export.save(program, stream)
 
 
 def _to_onnx(module: nn.Module, inputs: tuple[torch.Tensor, ...], target: Path, dynamic: bool) -> None:
     args, shapes = _trace_args(inputs, dynamic)
     in_names, out_names = _io_names(module, len(inputs))
     size = sum(t.numel() * t.element_size() for t in module.state_dict().values())
-    torch.onnx.export(
-        module,
-        args,
-        str(target),
-        dynamo=True,
-        dynamic_shapes=shapes,
-        input_names=in_names,
-        output_names=out_names,
-        external_data=size > ONNX_INLINE_LIMIT,
-        verbose=False,
-    )
+    with replacing_folder_files(target) as folder:  # large weights go to a side file, `<name>.data`
+        torch.onnx.export(
+            module,
+            args,
+            str(folder / target.name),
+            dynamo=True,
+            dynamic_shapes=shapes,
+            input_names=in_names,
+            output_names=out_names,
+            external_data=size > ONNX_INLINE_LIMIT,
+            verbose=False,
+        )
 
 
 def _trace_args(inputs: tuple[torch.Tensor, ...], dynamic: bool) -> tuple[tuple[torch.Tensor, ...], Any]:

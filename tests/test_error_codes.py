@@ -11,8 +11,10 @@ package can raise must appear in a fixture's ``.expected`` or in a test.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 import networkx as nx
@@ -176,21 +178,41 @@ def test_e606_missing_folder(tmp_path):
     assert code_of(info) == "E606"
 
 
-def test_e606_target_is_a_folder(tmp_path):
-    target = tmp_path / "taken.ckpt"
-    target.mkdir()
-    with pytest.raises(archdsl.ArchCheckpointError, match="cannot write") as info:
-        archdsl.save_checkpoint(archdsl.load(MLP), target)
-    assert code_of(info) == "E606"
-    assert target.is_dir()
+# ----------------------------------------------------------------- outputs that would destroy a file (E610-E612)
 
 
-def test_failed_checkpoint_write_leaves_no_temporary_file(tmp_path):
-    target = tmp_path / "taken.ckpt"
+def test_e610_output_is_a_source_file(tmp_path):
+    source = tmp_path / "mlp.arch"
+    source.write_text(MLP)
+    module = archdsl.load(source)
+    with pytest.raises(archdsl.ArchError, match="refusing to write .*: it is `.*mlp.arch`, a source file") as info:
+        archdsl.save_checkpoint(module, source)
+    assert code_of(info) == "E610"
+    assert source.read_text() == MLP
+
+
+@pytest.mark.parametrize("writer", ["checkpoint", "diagram"])
+def test_e611_output_is_a_folder(tmp_path, writer):
+    target = tmp_path / "taken.dot"
     target.mkdir()
-    with pytest.raises(archdsl.ArchCheckpointError):
-        archdsl.save_checkpoint(archdsl.load(MLP), target)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.ckpt"]
+    with pytest.raises(archdsl.ArchError, match="it is a folder") as info:
+        if writer == "checkpoint":
+            archdsl.save_checkpoint(archdsl.load(MLP), target)
+        else:
+            write(render_dot(MLP), target)
+    assert code_of(info) == "E611"
+    assert target.is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["taken.dot"]
+
+
+def test_e612_output_is_a_symlink_or_a_pipe(tmp_path):
+    (tmp_path / "link.ckpt").symlink_to("elsewhere.ckpt")
+    os.mkfifo(tmp_path / "pipe.ckpt")
+    module = archdsl.load(MLP)
+    for name, kind in (("link.ckpt", "a symbolic link"), ("pipe.ckpt", "not a regular file")):
+        with pytest.raises(archdsl.ArchError, match=kind) as info:
+            archdsl.save_checkpoint(module, tmp_path / name)
+        assert code_of(info) == "E612"
+    assert (tmp_path / "link.ckpt").is_symlink() and stat.S_ISFIFO(os.lstat(tmp_path / "pipe.ckpt").st_mode)
 
 
 # ----------------------------------------------------------------- diagrams (E701)
@@ -220,13 +242,6 @@ def test_e701_bad_render_options(options, message):
 def test_e701_diagram_that_cannot_be_written(tmp_path, name, message):
     with pytest.raises(ArchRenderError, match=re.escape(message)) as info:
         write(render_dot(MLP), tmp_path / name)
-    assert code_of(info) == "E701"
-
-
-def test_e701_diagram_path_is_a_folder(tmp_path):
-    (tmp_path / "taken.dot").mkdir()
-    with pytest.raises(ArchRenderError, match="cannot write") as info:
-        write(render_dot(MLP), tmp_path / "taken.dot")
     assert code_of(info) == "E701"
 
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
+from archdsl.outputs import input_files
 from archdsl.pipeline import graph_of_source
 from archdsl.render.dot import ArchRenderError, run_dot, to_dot, write
 from archdsl.render.view import LEVELS, View, fold
 
 __all__ = ["LEVELS", "ArchRenderError", "View", "fold", "render", "render_dot", "run_dot", "write"]
+
+DRAWING_OPTIONS = ("level", "expand", "rankdir", "clusters", "legend", "dense_bus")
 
 
 def render_dot(
@@ -47,8 +49,15 @@ def render(
     output: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> str:
-    """Render a diagram; write it to ``output`` (format from the suffix) when given. Returns the DOT text."""
-    source = render_dot(graph_or_source, **options)
+    """Render a diagram; write it to ``output`` (format from the suffix) when given. Returns the DOT text.
+
+    ``options`` are :func:`render_dot`'s; the others are network parameters.
+    ``output`` may not be one of the network's source files.
+    """
+    drawing = {name: value for name, value in options.items() if name in DRAWING_OPTIONS}
+    overrides = {name: value for name, value in options.items() if name not in DRAWING_OPTIONS}
+    g = graph_of_source(graph_or_source, **overrides)
+    source = render_dot(g, **drawing)
     if output is not None:
-        write(source, Path(output))
+        write(source, output, input_files(g.graph))
     return source

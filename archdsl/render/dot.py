@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import graphviz
@@ -14,6 +15,7 @@ from archdsl.errors import ArchError
 from archdsl.expr import show
 from archdsl.node import title_of
 from archdsl.ops import lookup
+from archdsl.outputs import check_output, replacing
 from archdsl.render.view import Edge, Unit, View
 
 EDGE_STYLE = {
@@ -210,9 +212,13 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def write(dot_source: str, path: str | Path) -> Path:
-    """Write DOT text to ``path`` as the format its suffix names (svg, png, pdf or dot)."""
-    path = Path(path)
+def write(dot_source: str, path: str | Path, inputs: Iterable[str] = ()) -> Path:
+    """Write DOT text to ``path`` as the format its suffix names (svg, png, pdf or dot), atomically.
+
+    ``path`` may not be one of ``inputs`` (the network's source files), a
+    folder or a special file (:func:`archdsl.outputs.check_output`).
+    """
+    path = check_output(path, inputs)
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise ArchRenderError(
@@ -222,7 +228,8 @@ def write(dot_source: str, path: str | Path) -> Path:
         raise ArchRenderError(f"cannot write {path}: the folder {path.parent} does not exist", None)
     data = dot_source.encode("utf-8") if fmt == "dot" else run_dot(dot_source, fmt)
     try:
-        path.write_bytes(data)
+        with replacing(path) as stream:
+            stream.write(data)
     except OSError as err:
         raise ArchRenderError(f"cannot write {path}: {err.strerror or err}", None) from None
     return path
