@@ -29,7 +29,7 @@ from archdsl.binding import Signature, bind
 from archdsl.errors import ArchError, ArchLimitError, ArchNameError, ArchTypeError, Span, did_you_mean
 from archdsl.expr import FAILED, Deferred, FailedValue, NeedsShape, Scope, evaluate, show, try_evaluate, type_name
 from archdsl.frames import Frame, Group, NodeRef, Unresolved, lookup_name, resolve
-from archdsl.loader import Program
+from archdsl.loader import Program, zoo_library_blocks
 from archdsl.node import Input
 from archdsl.ops import lookup, user_ops
 from archdsl.stages import StageExpander
@@ -330,7 +330,7 @@ class Elaborator(StageExpander):
         spec = lookup(call.callee)
         if spec is not None and not spec.internal:
             return spec
-        hint = did_you_mean(call.callee, [*namespace, *user_ops()])
+        hint = _import_hint(call.callee) or did_you_mean(call.callee, [*namespace, *user_ops()])
         raise ArchNameError(f"unknown op or block `{call.callee}`", call.callee_span, hint, code="E202")
 
     def _call(self, call: ast.Call, label, label_span, span, frame: Frame, scope: Scope, cursor, node_path=None):
@@ -591,6 +591,14 @@ def _reads_shape(span: Span, what: str) -> ArchTypeError:
         "decide with a parameter, e.g. `first(project=true)`",
         code="E325",
     )
+
+
+def _import_hint(name: str) -> str | None:
+    """Which import of the zoo's libraries brings the block ``name``, if one does."""
+    imports = zoo_library_blocks().get(name)
+    if not imports:
+        return None
+    return " or ".join(f'`import "{path}"`' for path in imports) + f" brings `{name}`"
 
 
 def _callee_name(target) -> str:

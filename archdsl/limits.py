@@ -27,6 +27,7 @@ class Limits:
     max_edges: int = 1_000_000  # node inputs of one network; a dense stage of n repeats has about n*n/2
     max_block_depth: int = 64  # block calls nested inside each other
     max_import_depth: int = 32  # files importing files
+    max_file_bytes: int = 16 * 2**20  # bytes of one source file, the main file or an import
     max_bracket_depth: int = 48  # nested (), [] in one statement
     max_prefix_run: int = 48  # `- - not ...` in a row
     max_operators: int = 200  # operators in one expression

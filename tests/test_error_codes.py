@@ -390,6 +390,25 @@ def test_e254_imports_nest_too_deeply(tmp_path):
     assert (span.line, span.column, span.end_column) == (1, 1, len('import "m32.arch"') + 1)
 
 
+def test_e257_an_import_that_is_not_a_regular_file(tmp_path):
+    """Folders, devices, pipes and link loops; tests/test_loader.py has one test of each."""
+    (tmp_path / "lib.arch").mkdir()
+    (tmp_path / "main.arch").write_text('import "lib.arch"\nnetwork n {\n    input x: [4]\n}\n')
+    with pytest.raises(archdsl.ArchImportError, match="lib.arch is a folder, not a file") as info:
+        archdsl.graph(tmp_path / "main.arch")
+    assert code_of(info) == "E257"
+    assert info.value.span.line == 1
+
+
+def test_e258_a_source_file_larger_than_the_limit(tmp_path):
+    path = tmp_path / "big.arch"
+    path.write_text("network n {\n    input x: [4]\n}\n" + "\n" * 1000)
+    with pytest.raises(archdsl.ArchLimitError, match="big.arch is larger than 1,000 bytes") as info:
+        archdsl.graph(path, limits=archdsl.Limits(max_file_bytes=1000))
+    assert code_of(info) == "E258"
+    assert len(archdsl.graph(path)) == 1
+
+
 def test_e321_too_many_nodes():
     """The default node limit (200,000) is too slow to reach in a test; a lower one shows the error."""
     text = "network n {\n    input x: [4]\n    s: stage relu() x 100\n}\n"
