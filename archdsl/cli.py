@@ -16,7 +16,7 @@ from rich.table import Table
 
 from archdsl import api
 from archdsl.elaborate import choose_network
-from archdsl.errors import ArchError
+from archdsl.errors import ArchError, ArchNameError, override_span
 from archdsl.expr import Scope, evaluate
 from archdsl.parse import parse_expression
 from archdsl.resources import zoo_names
@@ -52,7 +52,11 @@ def _consoles(no_color: bool) -> tuple[Console, Console]:
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``["a=1", "b=[1, 2]"]`` -> ``{"a": 1, "b": (1, 2)}``; values are .arch literals, else strings."""
+    """``["a=1", "b=[1, 2]"]`` -> ``{"a": 1, "b": (1, 2)}``; values are .arch literals, else strings.
+
+    A value that is a literal but not a valid one (``-p depth=10**100``) is
+    reported at ``-p NAME``, and the command exits with status 1.
+    """
     overrides: dict[str, Any] = {}
     for item in items or []:
         name, sep, raw = item.partition("=")
@@ -61,8 +65,16 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
             raise typer.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="-p")
         try:
             value = evaluate(parse_expression(raw.strip(), "<-p>", 1, 1), Scope({}, "a -p value"))
-        except (ArchError, RecursionError):
+        except RecursionError:
             value = raw.strip()
+        except ArchError as error:
+            if error.code == "E101" or isinstance(error, ArchNameError):  # not a literal: a string
+                value = raw.strip()
+            else:  # a literal beyond the limits, a division by zero, ...: reported at the override
+                where = override_span(name)
+                error = type(error)(error.message, where, error.hint, code=error.code)
+                _print_error(error, _consoles(no_color=False)[1])
+                raise typer.Exit(1) from None
         overrides[name] = value
     return overrides
 

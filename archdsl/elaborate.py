@@ -26,8 +26,28 @@ import networkx as nx
 from archdsl import limits
 from archdsl import syntax as ast
 from archdsl.binding import Signature, bind
-from archdsl.errors import ArchError, ArchLimitError, ArchNameError, ArchTypeError, Span, did_you_mean
-from archdsl.expr import FAILED, Deferred, FailedValue, NeedsShape, Scope, evaluate, show, try_evaluate, type_name
+from archdsl.errors import (
+    ArchError,
+    ArchLimitError,
+    ArchNameError,
+    ArchTypeError,
+    Label,
+    Span,
+    did_you_mean,
+    override_span,
+)
+from archdsl.expr import (
+    FAILED,
+    Deferred,
+    FailedValue,
+    NeedsShape,
+    Scope,
+    evaluate,
+    from_python,
+    show,
+    try_evaluate,
+    type_name,
+)
 from archdsl.frames import Frame, Group, NodeRef, Unresolved, lookup_name, resolve
 from archdsl.loader import Program, zoo_library_blocks
 from archdsl.node import Input
@@ -89,7 +109,7 @@ class Elaborator(StageExpander):
         )
 
     def _bind_network_params(self, definition: ast.Definition, overrides: Mapping[str, Any], scope: Scope) -> None:
-        known = {p.name for p in definition.params}
+        known = [p.name for p in definition.params]  # in source order, for the hint
         for name in overrides:
             if name not in known:
                 hint = did_you_mean(name, known) or (
@@ -105,19 +125,11 @@ class Elaborator(StageExpander):
                 )
         for param in definition.params:
             if param.name in overrides:
-                value = _from_python(overrides[param.name])
-                if value is None:
-                    self.errors.append(
-                        ArchTypeError(
-                            f"override `{param.name}` must be an int, float, bool, string or list, "
-                            f"got {type(overrides[param.name]).__name__}",
-                            param.span,
-                            code="E309",
-                        )
-                    )
+                try:
+                    scope.values[param.name] = _override(param, overrides[param.name], scope)
+                except ArchError as err:
+                    self.errors.append(err)
                     scope.values[param.name] = FAILED
-                    continue
-                scope.values[param.name] = value
             elif param.default is not None:
                 try:
                     scope.values[param.name] = evaluate(param.default, scope)
@@ -632,12 +644,46 @@ def _expr_path(expr: ast.Expr) -> str | None:
     return None
 
 
-def _from_python(value: Any) -> Any:
-    if isinstance(value, (bool, int, float, str)):
+def _override(param: ast.Param, given: Any, scope: Scope) -> Any:
+    """The value an override gives ``param``: a value of the language, of the same kind as the parameter's default.
+
+    Its errors point at the override (``-p NAME``), with a note at the parameter.
+    """
+    span = override_span(param.name)
+    defined = (Label(param.span, f"the parameter `{param.name}` is defined"),)
+    try:
+        value = from_python(given, span)
+    except ArchError as err:
+        raise type(err)(err.message, span, err.hint, code=err.code, labels=defined) from None
+    if param.default is None:
         return value
-    if isinstance(value, (list, tuple)):
-        items = [_from_python(v) for v in value]
-        return None if any(i is None for i in items) else tuple(items)
+    try:
+        default = evaluate(param.default, scope)
+    except (ArchError, FailedValue, NeedsShape, RecursionError):
+        return value  # the override replaces a default that does not evaluate: nothing to compare with
+    want = _kind(default)
+    if want is not None and _kind(value) != want:
+        raise ArchTypeError(
+            f"override `{param.name}` must be {want}, like its default `{show(default)}`, "
+            f"got {type_name(value)} `{show(value)}`",
+            span,
+            f"give {want}, e.g. `-p {param.name}={show(default)}`",
+            code="E309",
+            labels=defined,
+        )
+    return value
+
+
+def _kind(value: Any) -> str | None:
+    """What kind of value a parameter takes, judged by its default: ints and floats are both numbers."""
+    if isinstance(value, bool):
+        return "a bool"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, tuple):
+        return "a list"
     return None
 
 

@@ -27,7 +27,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, order=True)
 class Span:
-    """A region of one source file; lines and columns are 1-based, end exclusive."""
+    """A region of one source file; lines and columns are 1-based, end exclusive.
+
+    Line 0 is a place outside any file, such as an override (:func:`override_span`);
+    ``file`` then names it.
+    """
 
     file: str
     line: int
@@ -36,7 +40,14 @@ class Span:
     end_column: int
 
     def __str__(self) -> str:
+        if self.line == 0:
+            return self.file
         return f"{self.file}:{self.line}:{self.column}"
+
+
+def override_span(name: str) -> Span:
+    """Where the override of network parameter ``name`` is given: ``-p name`` on the command line, or a keyword."""
+    return Span(f"-p {name}", 0, 0, 0, 0)
 
 
 @dataclass(frozen=True)

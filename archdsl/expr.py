@@ -1,6 +1,9 @@
 """Expression values, scopes and evaluation.
 
 Values are plain Python ints, floats, bools, strings and tuples (lists).
+A list that holds lists is a :class:`ListValue`, a tuple that knows its
+size, so that every list is bounded (``Limits.max_value_size``) at the cost
+of its own length, however much structure it shares.
 Shape reads (``in.channels``) need inferred shapes; before those exist an
 evaluation that touches one raises :class:`NeedsShape`, and the caller keeps
 the expression as a :class:`Deferred` value to evaluate later.
@@ -16,7 +19,7 @@ from typing import Any
 
 from archdsl import limits
 from archdsl import syntax as ast
-from archdsl.errors import ArchNameError, ArchTypeError, Span, did_you_mean
+from archdsl.errors import ArchLimitError, ArchNameError, ArchTypeError, Span, did_you_mean
 
 Value = Any  # int | float | bool | str | tuple[Value, ...] | NodeValue
 Shape = tuple[int, ...]
@@ -42,6 +45,47 @@ class _Failed:
 
 
 FAILED = _Failed()
+
+
+class ListValue(tuple):
+    """A list value that holds lists, with its :func:`value_size` worked out once, when it was made."""
+
+    size: int
+
+
+def value_size(value: Value) -> int:
+    """The elements of a list value, nested lists' elements included (one shared twice counts twice); else 0."""
+    if isinstance(value, ListValue):
+        return value.size
+    if isinstance(value, tuple):  # a list of scalars (lists of lists are ListValues)
+        return len(value) + sum(value_size(item) for item in value if isinstance(item, tuple))
+    return 0
+
+
+def make_list(items: tuple[Value, ...], span: Span | None) -> tuple[Value, ...]:
+    """The list value of ``items``; E303 at ``span`` when it would hold more than ``Limits.max_value_size`` elements.
+
+    The size is counted from the items' own sizes, so a list built from a
+    list built from ... costs its own length, not the length written out.
+    """
+    nested = [item for item in items if isinstance(item, tuple)]
+    if not nested:
+        size = len(items)
+    else:
+        size = len(items) + sum(value_size(item) for item in nested)
+    if size > (most := limits.current().max_value_size):
+        raise ArchTypeError(
+            f"this list would hold {size:,} elements, more than the limit of {most:,}",
+            span,
+            "nested lists count every element, each time a list appears; "
+            "raise archdsl.Limits(max_value_size=...) if this is intended",
+            code="E303",
+        )
+    if not nested:
+        return tuple(items)
+    value = ListValue(items)
+    value.size = size
+    return value
 
 
 @dataclass(frozen=True)
@@ -101,25 +145,64 @@ def _number(value: Value, span: Span, what: str) -> int | float:
     return value
 
 
-def _check_int(value: Value, span: Span) -> Value:
+def _check_int(value: Value, span: Span | None) -> Value:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > (most := limits.current().max_int):
-        bound = f"2**{most.bit_length() - 1}" if most & (most - 1) == 0 else f"{most:,}"
-        raise ArchTypeError(f"integer {value} is out of range (|n| <= {bound})", span, code="E303")
+        raise ArchTypeError(
+            f"integer {show(value)} is out of range (|n| <= {limits.int_bound(most)})", span, code="E303"
+        )
     if isinstance(value, float) and not math.isfinite(value):
         raise ArchTypeError("arithmetic produced an infinite or undefined number", span, code="E303")
     return value
 
 
-def show(value: Value) -> str:
-    """A value as the language writes it."""
+SHOW_LIMIT = 200  # characters of a value in a message or a diagram; the rest is cut to `…`
+
+
+def show(value: Value, limit: int = SHOW_LIMIT) -> str:
+    """A value as the language writes it, cut to ``limit`` characters and `…`.
+
+    Written piece by piece, stopping at the limit, so that it costs the same
+    for a list of a hundred thousand elements (or nested too deeply for
+    recursion) as for a short one.
+    """
+    parts: list[str] = []
+    length = 0
+    pending: list[tuple[bool, Any]] = [(False, value)]  # (is literal text, what)
+    while pending:
+        if length > limit:
+            return "".join(parts)[:limit] + "…"
+        is_text, item = pending.pop()
+        if is_text:
+            text = item
+        elif isinstance(item, tuple):
+            pending.append((True, "]"))
+            # Past `limit` items the text is cut anyway: each takes a character at least.
+            for index in range(min(len(item), limit + 1) - 1, -1, -1):
+                pending.append((False, item[index]))
+                if index:
+                    pending.append((True, ", "))
+            text = "["
+        else:
+            text = _show_scalar(item)
+        parts.append(text)
+        length += len(text)
+    shown = "".join(parts)
+    return shown if len(shown) <= limit else shown[:limit] + "…"
+
+
+def _show_scalar(value: Value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, tuple):
-        return "[" + ", ".join(show(v) for v in value) + "]"
+        return f'"{value[:SHOW_LIMIT]}"' if len(value) <= SHOW_LIMIT else f'"{value[:SHOW_LIMIT]}…'
     if isinstance(value, NodeValue):
         return "<node>"
+    if isinstance(value, int) and value.bit_length() > 200:  # more than 60 digits: only their ends are readable
+        sign = "-" if value < 0 else ""
+        if value.bit_length() > 14_000:  # past Python's 4,300-digit limit on converting to text
+            return f"{sign}<an integer of about {int(value.bit_length() * math.log10(2)) + 1:,} digits>"
+        digits = str(abs(value))
+        return f"{sign}{digits[:10]}…{digits[-10:]} ({len(digits):,} digits)"
     return repr(value)
 
 
@@ -155,6 +238,51 @@ FUNCTIONS: dict[str, tuple[int, int, Callable[..., Value]]] = {
 }
 
 
+def from_python(value: Any, span: Span | None) -> Value:
+    """A Python value given as an override (``num_classes=10``, ``blocks=[2, 2]``), as a language value.
+
+    Raises :class:`ArchTypeError` at ``span``: E309 for a type the language
+    has no values of, or a list that holds itself; E303 for a number, string
+    or list beyond the limits. Shared lists are converted once each, so a
+    list shared many times costs its own length.
+    """
+    converted: dict[int, Value] = {}
+    inside: set[int] = set()
+
+    def convert(item: Any) -> Value:
+        if isinstance(item, bool):
+            return item
+        if isinstance(item, int):
+            return _check_int(item, span)
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise ArchTypeError(f"{item!r} is not a finite number", span, code="E303")
+            return item
+        if isinstance(item, str):
+            if len(item) > (most := limits.current().max_string):
+                raise ArchTypeError(f"this string is longer than {most:,} characters", span, code="E303")
+            return item
+        if not isinstance(item, (list, tuple)):
+            raise ArchTypeError(
+                f"an override must be an int, float, bool, string or list, got {type(item).__name__}", span, code="E309"
+            )
+        key = id(item)
+        if key in converted:
+            return converted[key]
+        if key in inside:
+            raise ArchTypeError("this list holds itself", span, code="E309")
+        inside.add(key)
+        result = make_list(tuple(convert(v) for v in item), span)
+        inside.discard(key)
+        converted[key] = result
+        return result
+
+    try:
+        return convert(value)
+    except RecursionError:
+        raise ArchLimitError("this value nests too deeply to process", span, code="E323") from None
+
+
 def evaluate(expr: ast.Expr, scope: Scope) -> Value:
     """Evaluate an expression; raises ArchError subclasses with the culprit's span."""
     if isinstance(expr, ast.Literal):
@@ -172,7 +300,7 @@ def evaluate(expr: ast.Expr, scope: Scope) -> Value:
     if isinstance(expr, ast.Index):
         return _index(evaluate(expr.obj, scope), evaluate(expr.index, scope), expr)
     if isinstance(expr, ast.ListExpr):
-        return tuple(evaluate(item, scope) for item in expr.items)
+        return make_list(tuple(evaluate(item, scope) for item in expr.items), expr.span)
     if isinstance(expr, ast.Unary):
         value = evaluate(expr.operand, scope)
         if expr.op == "not":
@@ -316,12 +444,16 @@ __all__ = [
     "FAILED",
     "Deferred",
     "FailedValue",
+    "ListValue",
     "NeedsShape",
     "NodeValue",
     "Scope",
     "Shape",
     "evaluate",
+    "from_python",
+    "make_list",
     "show",
     "try_evaluate",
     "type_name",
+    "value_size",
 ]

@@ -35,6 +35,7 @@ class Limits:
     max_dim: int = 2**31  # any tensor dimension
     max_params: int = 2**32  # parameters of one network (16 GiB of float32): checked before any is allocated
     max_string: int = 100_000  # characters of a string the language computes
+    max_value_size: int = 100_000  # elements of a list value, nested lists' elements included (shared ones each time)
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -43,6 +44,17 @@ class Limits:
 
 
 DEFAULT = Limits()
+
+
+def int_bound(most: int) -> str:
+    """How messages write an integer bound: ``2**62`` for a power of two, else ``1,000``."""
+    if most & (most - 1) == 0:
+        return f"2**{most.bit_length() - 1}"
+    if most.bit_length() > 1000:  # too long to be worth reading (or, past 4,300 digits, to convert)
+        return f"about 2**{most.bit_length() - 1}"
+    return f"{most:,}"
+
+
 _current: ContextVar[Limits] = ContextVar("archdsl_limits", default=DEFAULT)
 
 

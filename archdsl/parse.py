@@ -7,12 +7,14 @@ transformer turns its Lark trees into frozen dataclasses with spans.
 from __future__ import annotations
 
 import inspect
+import math
 
 from lark import Token, Transformer_NonRecursive, v_args
 from lark.exceptions import UnexpectedInput, VisitError
 
+from archdsl import limits
 from archdsl import syntax as ast
-from archdsl.errors import ArchError, ArchSyntaxError, Span, combine
+from archdsl.errors import ArchError, ArchSyntaxError, ArchTypeError, Span, combine
 from archdsl.grammar import TooComplex, expression_parser, parser
 from archdsl.syntax_errors import blank_line, recoverable, syntax_error
 
@@ -34,6 +36,24 @@ def _unquote(raw: str) -> str:
             out.append(ch)
             i += 1
     return "".join(out)
+
+
+def int_literal(text: str, span: Span) -> int:
+    """The value of the integer literal ``text`` (``1_000``), or E303 when it is beyond ``Limits.max_int``.
+
+    Checked on the digits, before converting: Python refuses to convert more
+    than 4,300 digits, and a literal that long is out of range anyway.
+    """
+    digits = text.replace("_", "").lstrip("0") or "0"
+    most = limits.current().max_int
+    # A number of d digits is at least 10**(d - 1); max_int has at most bit_length * log10(2) + 1 digits.
+    if len(digits) - 1 <= most.bit_length() * math.log10(2):
+        try:
+            return int(digits)
+        except ValueError:  # more digits than sys.get_int_max_str_digits() allows, under a raised max_int
+            pass
+    shown = digits if len(digits) <= 20 else f"{digits[:8]}…{digits[-8:]} ({len(digits):,} digits)"
+    raise ArchTypeError(f"integer {shown} is out of range (|n| <= {limits.int_bound(most)})", span, code="E303")
 
 
 class _ToAst(Transformer_NonRecursive):
@@ -214,7 +234,7 @@ class _ToAst(Transformer_NonRecursive):
         span = self._span(tok)
         try:
             return ("names", parse_template(str(tok), span))
-        except ArchSyntaxError as err:  # reported with the file's other syntax errors
+        except ArchError as err:  # reported with the file's other syntax errors
             self.errors.append(err)
             return ("names", ast.Template((), span))
 
@@ -300,7 +320,12 @@ class _ToAst(Transformer_NonRecursive):
 
     def int_(self, children):
         tok = children[0]
-        return ast.Literal(int(tok.replace("_", "")), self._span(tok))
+        span = self._span(tok)
+        try:
+            return ast.Literal(int_literal(tok, span), span)
+        except ArchError as err:  # reported with the file's other errors
+            self.errors.append(err)
+            return ast.Literal(0, span)
 
     def float_(self, children):
         tok = children[0]
@@ -401,7 +426,11 @@ def _expression(text: str, file: str, places: list[tuple[int, int]]) -> ast.Expr
         line, column = places[offset]
         raise ArchSyntaxError(message, Span(file, line, column, line, column + max(1, width)), error.hint) from None
     line, column = places[0]
-    return _ToAst(file, line - 1, column - 1).transform(tree)
+    to_ast = _ToAst(file, line - 1, column - 1)
+    expr = to_ast.transform(tree)
+    if to_ast.errors:
+        raise to_ast.errors[0]
+    return expr
 
 
 def _string_places(raw: str, span: Span) -> tuple[str, list[tuple[int, int]]]:

@@ -65,6 +65,23 @@ def test_compile_prints_parameters_and_output_shape_and_writes_a_checkpoint(tmp_
     assert out.exists()
 
 
+def test_a_bad_override_is_reported_at_the_override_with_a_note_at_the_parameter():
+    result = run("check", "resnet18", "-p", "num_classes=ten")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[:4] == [
+        'error[E309]: override `num_classes` must be a number, like its default `1000`, got string `"ten"`',
+        " --> -p num_classes",
+        "  = note: the parameter `num_classes` is defined at architectures/resnet18.arch:8:18",
+        "  = help: give a number, e.g. `-p num_classes=1000`",
+    ]
+    assert "resnet.arch" not in result.stderr  # not where the value is used, deep in a library block
+
+
+def test_an_override_of_the_right_kind_is_accepted_and_a_float_is_a_number():
+    result = run("check", "cifar_densenet_bc", "-p", "compression=1", "-p", "bottleneck=false", "-p", "depth=40")
+    assert result.returncode == 0, result.stderr
+
+
 def test_usage_errors_exit_2():
     assert run("check", "--format", "xml").returncode == 2
     assert run("no-such-command").returncode == 2

@@ -9,7 +9,8 @@ runs in its own interpreter (:data:`PROBE`), which prints digests of:
 * the DOT text of ``archdsl.render.render_dot`` at two levels of detail;
 * the generated code of ``archdsl.load(...).code``;
 * the JSON that ``archdsl graph`` writes (the real CLI, run in-process);
-* with a seed, the initial weights (sha256 over every tensor's bytes, in key order).
+* with a seed, the initial weights (sha256 over every tensor's bytes, in key order);
+* the hint of an unknown override (E208), which lists the network's parameters.
 
 Every digest must agree across the seeds. The networks exercise imports,
 dense (concat) stages, skips with zero-padding and projection shortcuts, and
@@ -80,6 +81,10 @@ for name, overrides in networks.items():
         "weights": weights.hexdigest(),
         "weight_count": len(module.state_dict()),
     }
+try:  # E208's hint lists the network's parameters
+    archdsl.graph("cifar_resnet", no_such_parameter=1)
+except archdsl.ArchError as error:
+    out["unknown_parameter_hint"] = error.hint
 print(json.dumps(out))
 """
 
@@ -139,6 +144,12 @@ ASPECTS = ["nodes", "edges", "attributes", "dot_block", "dot_layer", "code", "gr
 def test_same_across_hash_seeds(probes, network, aspect):
     values = {seed: p["networks"][network][aspect] for seed, p in probes.items()}
     assert len(set(values.values())) == 1, f"{network}: {aspect} differs across PYTHONHASHSEED values: {values}"
+
+
+def test_unknown_parameter_hint_lists_parameters_in_source_order(probes):
+    hints = {seed: p["unknown_parameter_hint"] for seed, p in probes.items()}
+    expected = "its parameters are `depth`, `num_classes`, `shortcut`, `residual`, `width`"
+    assert set(hints.values()) == {expected}, f"differs across PYTHONHASHSEED values or is not in source order: {hints}"
 
 
 def test_same_within_one_interpreter():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import pytest
 
 import archdsl
@@ -38,6 +42,7 @@ network n() {
         ({"max_int": 1000}, "network n() {\n    input x: [4]\n    fc: linear(10 ** 4)\n}\n", "E3"),
         ({"max_params": 100}, "network n() {\n    input x: [4]\n    fc: linear(100)\n}\n", "E326"),
         ({"max_string": 10}, 'network n() {\n    let s = "abcdef" + "ghijkl"\n    input x: [4]\n}\n', "E303"),
+        ({"max_value_size": 5}, "network n() {\n    let a = [[1, 2], [3, 4]]\n    input x: [4]\n}\n", "E303"),
         ({"max_prefix_run": 2}, "network n() {\n    let a = - - - 1\n    input x: [4]\n}\n", "E102"),
         ({"max_dim": 100}, "network n() {\n    input x: [4]\n    fc: linear(200)\n}\n", "E404"),
         ({"max_import_depth": 1}, 'import "a.arch"\nnetwork n() {\n    input x: [4]\n}\n', "E254"),
@@ -81,3 +86,118 @@ def test_a_checkpoint_rebuilds_under_the_limits_it_was_compiled_with(tmp_path):
     archdsl.save_checkpoint(module, tmp_path / "big.pt")
     restored = archdsl.load_checkpoint(tmp_path / "big.pt")
     assert len(list(restored.parameters())) == len(list(module.parameters()))
+
+
+# ----------------------------------------------------------------- integers too long to convert (E303)
+
+NINES = "9" * 5000  # Python refuses to convert more than 4,300 digits
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "column"),
+    [
+        pytest.param("network n() {\n    input x: [4]\n    fc: linear(" + NINES + ")\n}\n", 3, 16, id="network"),
+        pytest.param(
+            'network n() {\n    input x: [4]\n    s: stage relu x 2, names="r{' + NINES + '}"\n}\n',
+            3,
+            33,
+            id="names_template",
+        ),
+    ],
+)
+def test_an_integer_literal_of_thousands_of_digits_is_a_located_error(source, line, column):
+    with pytest.raises(archdsl.ArchError) as info:
+        archdsl.graph(source)
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.code == "E303" and "(5,000 digits) is out of range (|n| <= 2**62)" in diagnostic.message
+    assert (diagnostic.span.line, diagnostic.span.column) == (line, column)
+    assert diagnostic.span.end_column == column + len(NINES)
+    assert str(info.value).count("99999999…99999999 (5,000 digits)") == 1  # the message shows the literal's ends
+
+
+def test_an_integer_literal_beyond_a_raised_max_int_is_still_converted_or_refused():
+    source = "network n() {\n    let a = " + NINES + "\n    input x: [4]\n}\n"
+    with pytest.raises(archdsl.ArchError, match="E303"):
+        archdsl.graph(source, limits=archdsl.Limits(max_int=10**6000))  # past Python's 4,300 digits
+    assert archdsl.graph(source.replace(NINES, "9" * 40), limits=archdsl.Limits(max_int=10**50))
+
+
+def test_an_integer_override_of_thousands_of_digits_on_the_command_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "archdsl", "check", "cifar_resnet", "-p", f"depth={NINES}"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "error[E303]: integer 99999999…99999999 (5,000 digits) is out of range" in result.stderr
+    assert " --> -p depth\n" in result.stderr
+
+
+def test_an_integer_override_out_of_range_from_python():
+    with pytest.raises(archdsl.ArchError) as info:
+        archdsl.graph("cifar_resnet", depth=10**5000)
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.code == "E303" and "about 5,001 digits" in diagnostic.message
+    assert str(diagnostic.span) == "-p depth"
+    assert diagnostic.labels[0].span.file.endswith("cifar_resnet.arch")
+
+
+# ----------------------------------------------------------------- values that double (E303, Limits.max_value_size)
+
+
+def doubling(lets: int, use: str) -> str:
+    """``let a0 = [1, 1]``, then ``let aK = [aK-1, aK-1]``: 40 lines hold a value of 2**41 elements written out."""
+    body = "    let a0 = [1, 1]\n" + "".join(f"    let a{k} = [a{k - 1}, a{k - 1}]\n" for k in range(1, lets))
+    return "network n() {\n    input x: [4]\n" + body + use + "    fc: linear(2)\n}\n"
+
+
+@pytest.mark.parametrize(
+    "use",
+    ["    let z = a39\n", "    assert a39 == a39\n", "    linear(a39)\n", "    let b = [a39, a39, a39]\n"],
+    ids=["let", "compared", "printed", "nested"],
+)
+def test_a_value_that_doubles_forty_times_stops_at_the_size_limit(use):
+    start = time.perf_counter()
+    with pytest.raises(archdsl.ArchError) as info:
+        archdsl.graph(doubling(40, use))
+    assert time.perf_counter() - start < 10  # it hung with growing memory
+    (diagnostic,) = info.value.diagnostics  # the uses of the failed `let` stay silent
+    assert diagnostic.code == "E303"
+    assert diagnostic.message == "this list would hold 131,070 elements, more than the limit of 100,000"
+    assert (diagnostic.span.line, diagnostic.span.column) == (18, 15)  # `[a14, a14]`, the first list over it
+
+
+def test_values_under_the_size_limit_are_shown_short_and_compared_fast():
+    twin = "    let b0 = [1, 1]\n" + "".join(f"    let b{k} = [b{k - 1}, b{k - 1}]\n" for k in range(1, 15))
+    text = doubling(15, twin + "    assert a14 == b14\n    linear(a14)\n")
+    start = time.perf_counter()
+    with pytest.raises(archdsl.ArchError) as info:
+        archdsl.graph(text)  # a14 and b14 are equal, 65,534 elements each, built apart
+    assert time.perf_counter() - start < 10
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.code == "E301" and diagnostic.message.startswith("`out` must be an int, got list `[[[[")
+    assert diagnostic.message.endswith("…`") and len(diagnostic.message) < 300
+
+
+def test_the_size_limit_counts_shared_lists_in_python_overrides():
+    value = [1, 1]
+    for _ in range(39):
+        value = [value, value]
+    source = "network n(blocks = [1]) {\n    input x: [4]\n    fc: linear(2)\n}\n"
+    start = time.perf_counter()
+    with pytest.raises(archdsl.ArchError) as info:
+        archdsl.graph(source, blocks=value)
+    assert time.perf_counter() - start < 10
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.code == "E303" and "more than the limit of 100,000" in diagnostic.message
+    assert str(diagnostic.span) == "-p blocks"
+    assert archdsl.graph(source, blocks=[[1, 2]] * 1000).graph["params"]["blocks"] == ((1, 2),) * 1000
+
+
+def test_a_python_list_that_holds_itself_is_refused():
+    loop: list = [1]
+    loop.append(loop)
+    with pytest.raises(archdsl.ArchError) as info:
+        archdsl.graph("network n(a = [1]) {\n    input x: [4]\n    fc: linear(2)\n}\n", a=loop)
+    assert info.value.code == "E309" and "holds itself" in info.value.message
