@@ -7,6 +7,8 @@ parsing resumes, unless only echoes of the first error could follow.
 
 from __future__ import annotations
 
+import re
+
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from archdsl.errors import ArchSyntaxError, Span
@@ -111,10 +113,32 @@ def syntax_error(err: UnexpectedInput, file: str, text: str) -> ArchSyntaxError:
     closers = {t for t in expected if t in ("COMMA", "RPAR", "RSQB", "_NL", "RBRACE", "COLON")}
     choices = sorted({describe(t) for t in (closers or expected) if not t.startswith("__IGNORE")})
     hint = None
-    if choices:
+    if isinstance(err, UnexpectedToken) and err.token.type == "X":
+        hint = _forgotten_stage(text, offset)
+    if choices and hint is None:
         shown = ", ".join(choices[:8]) + (", ..." if len(choices) > 8 else "")
         hint = f"expected {shown}"
     return ArchSyntaxError(message, Span(file, line, column, line, column + width), hint, code="E101")
+
+
+def _forgotten_stage(text: str, offset: int) -> str | None:
+    """The hint for `x N` after a call that lacks the `stage` keyword (`layer1: b(8) x 2`), or None.
+
+    It writes the link again with `stage` in place, from the text of the line.
+    """
+    line_start = text.rfind("\n", 0, offset) + 1
+    line_end = text.find("\n", offset)
+    link = text[line_start:offset].rsplit("->", 1)[-1].strip()
+    repeat = text[offset : len(text) if line_end < 0 else line_end].split("#", 1)[0].strip()
+    written = re.fullmatch(r"(?:([A-Za-z_][\w.]*)\s*:\s*)?([A-Za-z_]\w*(?:\(.*\))?)", link)
+    if written is None:
+        return None
+    label, call = written.groups()
+    if label is None and not call.endswith(")"):
+        return None  # a bare name: nothing says that a block was meant
+    if label is None:
+        return f"to repeat a block, make it a stage, which needs a name: `NAME: stage {call} {repeat}`"
+    return f"to repeat a block, write `{label}: stage {call} {repeat}`"
 
 
 def _unterminated_string(text: str, offset: int, file: str) -> ArchSyntaxError:
