@@ -98,13 +98,14 @@ def check(
         raise typer.BadParameter("use text or json", param_hint="--format")
     overrides = parse_overrides(param)
     names = targets or zoo_names()
-    failures, report = 0, []
+    failures, report, omitted = 0, [], 0
     for target in names:
         try:
             g = api.graph(target, params=overrides)
         except ArchError as error:
             failures += 1
             report.extend({**d.to_dict(), "target": target} for d in error.diagnostics)
+            omitted += error.omitted  # past Limits.max_errors: counted, not listed
             if output_format == "text":
                 _print_error(error, err)
             continue
@@ -114,7 +115,9 @@ def check(
                 f"{g.graph['total_params']:,} parameters, {g.graph['total_macs'] / 1e9:.3f} GMACs"
             )
     if output_format == "json":
-        out.print_json(json.dumps({"checked": len(names), "failed": failures, "diagnostics": report}))
+        out.print_json(
+            json.dumps({"checked": len(names), "failed": failures, "diagnostics": report, "omitted": omitted})
+        )
     elif len(names) > 1:
         out.print(f"{len(names) - failures} of {len(names)} valid")
     raise typer.Exit(1 if failures else 0)

@@ -20,9 +20,12 @@ error[E202]: unknown op or block `conv2`
 from __future__ import annotations
 
 import difflib
+import functools
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from archdsl.limits import current as current_limits
 
 
 @dataclass(frozen=True, order=True)
@@ -110,6 +113,7 @@ class ArchError(Exception):
             diagnostics = (diag,)
         self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
         self.sources: dict[str, str] = dict(sources or {})
+        self.omitted = 0  # diagnostics found past Limits.max_errors, counted but not kept (see combine)
         super().__init__(self.diagnostics[0].message if self.diagnostics else "")
 
     # Structured fields of the first (primary) diagnostic.
@@ -147,8 +151,14 @@ class ArchError(Exception):
         return self
 
     def render(self) -> str:
-        """All diagnostics, rendered one after the other."""
-        return "\n\n".join(d.render(self.sources) for d in self.diagnostics)
+        """All diagnostics, rendered one after the other, and how many more were found but not kept."""
+        text = "\n\n".join(d.render(self.sources) for d in self.diagnostics)
+        if self.omitted:
+            text += (
+                f"\n\nnote: ... and {self.omitted:,} more error{'s' if self.omitted > 1 else ''} "
+                f"(only the first {len(self.diagnostics)} are shown; archdsl.Limits(max_errors=...) shows more)"
+            )
+        return text
 
     def __str__(self) -> str:
         return self.render()
@@ -206,7 +216,9 @@ def combine(errors: list[ArchError], sources: Mapping[str, str] | None = None) -
     """Fold several errors into one exception of the first one's class.
 
     Diagnostics are de-duplicated (a block instantiated twice reports its
-    mistake once) and sorted by position in the source.
+    mistake once) and sorted by position in the source; the first
+    ``Limits.max_errors`` are kept, and the rest counted (``omitted``), as
+    rustc stops after a bound and says how many more there were.
     """
     seen: set[tuple] = set()
     diagnostics: list[Diagnostic] = []
@@ -217,7 +229,9 @@ def combine(errors: list[ArchError], sources: Mapping[str, str] | None = None) -
             diagnostics.append(diag)
     diagnostics.sort(key=lambda d: (d.span is None, d.span or Span("", 0, 0, 0, 0)))
     cls = type(errors[0])
-    merged = cls(diagnostics=diagnostics)
+    most = current_limits().max_errors
+    merged = cls(diagnostics=diagnostics[:most])
+    merged.omitted = max(0, len(diagnostics) - most) + sum(e.omitted for e in errors)
     for e in errors:
         merged.sources.update(e.sources)
     merged.sources.update(sources or {})
@@ -254,14 +268,20 @@ def _expand_tabs(text: str) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=8)
+def _source_lines(text: str) -> tuple[str, ...]:
+    """The lines of a source, split once for all the diagnostics that show one of them."""
+    # Only "\n" ends a line for the parser, so only "\n" may end one here.
+    return tuple(line.rstrip("\r") for line in text.split("\n"))
+
+
 def render_diagnostic(diag: Diagnostic, sources: Mapping[str, str]) -> str:
     """Render one diagnostic; source lines come from ``sources`` (file -> text)."""
     lines = [f"{diag.severity}[{diag.code}]: {diag.message}"]
     span = diag.span
     if span is not None:
         text = sources.get(span.file)
-        # Only "\n" ends a line for the parser, so only "\n" may end one here.
-        src_lines = [line.rstrip("\r") for line in text.split("\n")] if text is not None else []
+        src_lines = _source_lines(text) if text is not None else ()
         gutter = " " * len(str(span.line))
         lines.append(f"{gutter}--> {span}")
         if 0 < span.line <= len(src_lines):

@@ -36,6 +36,7 @@ class Limits:
     max_params: int = 2**32  # parameters of one network (16 GiB of float32): checked before any is allocated
     max_string: int = 100_000  # characters of a string the language computes
     max_value_size: int = 100_000  # elements of a list value, nested lists' elements included (shared ones each time)
+    max_errors: int = 100  # diagnostics reported for one file; the rest are counted, not shown
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

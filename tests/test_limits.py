@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -201,3 +202,50 @@ def test_a_python_list_that_holds_itself_is_refused():
     with pytest.raises(archdsl.ArchError) as info:
         archdsl.graph("network n(a = [1]) {\n    input x: [4]\n    fc: linear(2)\n}\n", a=loop)
     assert info.value.code == "E309" and "holds itself" in info.value.message
+
+
+# ----------------------------------------------------------------- too many errors (Limits.max_errors)
+
+
+def test_twenty_thousand_errors_stop_at_a_hundred_and_say_how_many_more(monkeypatch):
+    from archdsl import errors
+
+    renders = []
+    render = errors.render_diagnostic
+    monkeypatch.setattr(errors, "render_diagnostic", lambda *args: renders.append(1) or render(*args))
+    text = "network n() {\n    input x: [4]\n" + "    conv2(4)\n" * 20_000 + "    fc: linear(2)\n}\n"
+    start = time.process_time()
+    with pytest.raises(archdsl.ArchError) as info:
+        archdsl.graph(text)
+    rendered = str(info.value)
+    assert time.process_time() - start < 30  # 35 s before, most of it rendering 20,000 diagnostics
+    assert len(renders) == 100  # the work: only the diagnostics kept are rendered
+    assert [d.span.line for d in info.value.diagnostics] == list(range(3, 103))  # the first ones, in order
+    assert info.value.omitted == 19_900
+    assert rendered.endswith(
+        "\n\nnote: ... and 19,900 more errors (only the first 100 are shown; archdsl.Limits(max_errors=...) shows more)"
+    )
+
+
+def test_the_error_limit_can_be_lowered_and_says_one_more_error():
+    text = "network n() {\n    input x: [4]\n" + "    conv2(4)\n" * 3 + "    fc: linear(2)\n}\n"
+    with pytest.raises(archdsl.ArchError) as info:
+        archdsl.graph(text, limits=archdsl.Limits(max_errors=2))
+    assert len(info.value.diagnostics) == 2 and info.value.omitted == 1
+    assert str(info.value).endswith(
+        "\n\nnote: ... and 1 more error (only the first 2 are shown; archdsl.Limits(max_errors=...) shows more)"
+    )
+    with pytest.raises(archdsl.ArchError) as info:
+        archdsl.graph(text, limits=archdsl.Limits(max_errors=3))
+    assert info.value.omitted == 0 and "note: ..." not in str(info.value)
+
+
+def test_check_json_counts_the_errors_it_does_not_list(tmp_path):
+    path = tmp_path / "many.arch"
+    path.write_text("network n() {\n    input x: [4]\n" + "    conv2(4)\n" * 150 + "    fc: linear(2)\n}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "archdsl", "check", "--format", "json", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["diagnostics"]) == 100 and report["omitted"] == 50
