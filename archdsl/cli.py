@@ -129,7 +129,7 @@ def compile_(
     param: ParamOption = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write a checkpoint here.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for weight initialisation.")] = None,
-    batch: Annotated[int, typer.Option(help="Batch size of the test forward pass.")] = 1,
+    batch: Annotated[int, typer.Option(min=1, help="Batch size of the test forward pass.")] = 1,
     memory_efficient: MemoryEfficientOption = False,
     fuse: Annotated[bool, typer.Option(help="Fold batch norms into convolutions (for inference).")] = False,
     no_color: NoColor = False,
@@ -137,6 +137,7 @@ def compile_(
     """Compile to a torch.fx module, run one forward pass and print its size and output shape."""
     import torch
 
+    from archdsl.compile import is_out_of_memory
     from archdsl.outputs import check_output, input_files
 
     out, err = _consoles(no_color)
@@ -150,9 +151,15 @@ def compile_(
         raise typer.Exit(1) from None
     g, module = built.graph, built.module
     module.eval()
-    inputs = [torch.randn(batch, *shape) for shape in built.input_shapes.values()]
-    with torch.no_grad():
-        result = module(*inputs)
+    try:
+        inputs = [torch.randn(batch, *shape) for shape in built.input_shapes.values()]
+        with torch.no_grad():
+            result = module(*inputs)
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        _print_error(_no_memory_for_forward(g, batch), err)
+        raise typer.Exit(1) from None
     results = result if isinstance(result, tuple) else (result,)
     params = sum(p.numel() for p in module.parameters())
     table = Table(title=f"{g.graph['name']} ({target})", show_header=False)
@@ -170,6 +177,26 @@ def compile_(
             _print_error(error, err)
             raise typer.Exit(1) from None
         out.print(f"wrote {output}")
+
+
+def _no_memory_for_forward(g, batch: int) -> ArchError:
+    """E328 for the test forward pass: names its largest activation and what it needs at this batch size."""
+    from math import prod
+
+    from archdsl.errors import ArchLimitError
+    from archdsl.limits import float32_size
+
+    node = max(g.nodes, key=lambda n: prod(g.nodes[n]["shape"]))
+    values = batch * prod(g.nodes[node]["shape"])
+    shape = [batch, *g.nodes[node]["shape"]]
+    return ArchLimitError(
+        f"out of memory in the test forward pass: the largest activation, `{node}` {shape}, "
+        f"alone needs {float32_size(values)}",
+        g.nodes[node]["span"],
+        "use a smaller --batch" if batch > 1 else "this machine lacks the memory to run the network",
+        code="E328",
+        sources=g.graph.get("sources"),
+    )
 
 
 @app.command()

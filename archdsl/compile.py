@@ -15,6 +15,8 @@ import networkx as nx
 import torch
 from torch import fx, nn
 
+from archdsl.errors import ArchLimitError
+from archdsl.limits import float32_size
 from archdsl.ops import lookup
 
 # Names the generated forward() uses itself; a node called so gets a trailing underscore.
@@ -59,7 +61,12 @@ def compile_graph(
             inputs = [env[src] for src in data["inputs"]]
             name = fx_name(node)
             if spec.stateful:
-                modules[node] = spec.build(data["args"], data["input_shapes"])
+                try:
+                    modules[node] = spec.build(data["args"], data["input_shapes"])
+                except (MemoryError, RuntimeError) as err:
+                    if not is_out_of_memory(err):
+                        raise
+                    raise _no_memory_for(g, node) from None
                 env[node] = graph.create_node("call_module", node, tuple(inputs), {}, name=name)
             else:
 
@@ -79,6 +86,29 @@ def compile_graph(
     module = fx.GraphModule(_nest(modules), graph, class_name=g.graph["name"])
     module.meta["archdsl"] = dict(meta or {})
     return module
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` says that an allocation failed: Python's, the CPU allocator's or the GPU's."""
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and any(
+        words in text for words in ("can't allocate memory", "out of memory", "not enough memory")
+    )
+
+
+def _no_memory_for(g: nx.DiGraph, node: str) -> ArchLimitError:
+    data = g.nodes[node]
+    params = data["params"]
+    return ArchLimitError(
+        f"out of memory while allocating the {params:,} parameters of `{node}` ({data['op']}): "
+        f"{float32_size(params)} of float32",
+        data["span"],
+        "this machine lacks the memory for it: make the layer smaller, or build it on a machine with more memory",
+        code="E328",
+        sources=g.graph.get("sources"),
+    )
 
 
 def _run_in_place(graph: fx.Graph, g: nx.DiGraph, env: dict[str, fx.Node]) -> None:

@@ -33,7 +33,8 @@ class Limits:
     max_operators: int = 200  # operators in one expression
     max_int: int = 2**62  # magnitude of any integer the language computes
     max_dim: int = 2**31  # any tensor dimension
-    max_params: int = 2**32  # parameters of one network (16 GiB of float32): checked before any is allocated
+    max_activation: int = 2**28  # values of one input or one op's output, per sample (1 GiB of float32)
+    max_params: int = 2**31  # parameters of one network (8 GiB of float32): checked before any is allocated
     max_string: int = 100_000  # characters of a string the language computes
     max_value_size: int = 100_000  # elements of a list value, nested lists' elements included (shared ones each time)
     max_errors: int = 100  # diagnostics reported for one file; the rest are counted, not shown
@@ -45,6 +46,15 @@ class Limits:
 
 
 DEFAULT = Limits()
+
+
+def float32_size(values: int) -> str:
+    """How big ``values`` float32 numbers are, for messages: ``2**32`` -> ``"16.0 GiB"``."""
+    size = 4 * values
+    for factor, unit in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if size >= factor:
+            return f"{size / factor:.1f} {unit}"
+    return f"{size} bytes"
 
 
 def int_bound(most: int) -> str:

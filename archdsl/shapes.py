@@ -9,6 +9,7 @@ the structural graph in place; validation then turns it into node records.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +17,7 @@ import networkx as nx
 
 from archdsl import limits
 from archdsl.binding import Signature, bind
-from archdsl.errors import ArchError, ArchShapeError, ArchTypeError, Label, Span
+from archdsl.errors import ArchError, ArchLimitError, ArchShapeError, ArchTypeError, Label, Span
 from archdsl.expr import FailedValue, Scope, Shape, evaluate, show
 from archdsl.frames import resolve
 from archdsl.node import Input
@@ -122,6 +123,7 @@ class _Inference:
             )
         if any(d > limits.current().max_dim for d in shape):
             raise ArchShapeError(f"`{spec.name}` would produce the huge shape {list(shape)}", data["span"], code="E404")
+        _check_activation(node, spec.name, shape, data["span"])
         data["shape"] = shape
         data["input_shapes"] = tuple(input_shapes)
         data["params"] = spec.count_params(data["args"], input_shapes)
@@ -227,6 +229,22 @@ def _with_instance_note(err: ArchError, data: dict) -> ArchError:
     note = Label(group.span, f"in `{group.path}`, an instance of block `{group.name}` made")
     err.diagnostics = (type(diag)(diag.code, diag.message, diag.span, diag.hint, diag.severity, (*diag.labels, note)),)
     return err
+
+
+def _check_activation(node: str, op: str, shape: Shape, span: Span) -> None:
+    """An input or an output too large to allocate is an error before any tensor exists (E327)."""
+    most = limits.current().max_activation
+    values = math.prod(shape)
+    if values <= most:
+        return
+    what, which = (f"the input `{node}` holds", "input") if op == "input" else (f"`{node}` ({op}) outputs", "layer")
+    raise ArchLimitError(
+        f"{what} {values:,} values per sample ({limits.float32_size(values)} of float32), "
+        f"more than the limit of {most:,}",
+        span,
+        f"shrink the {which}, or raise the limit with archdsl.Limits(max_activation=...)",
+        code="E327",
+    )
 
 
 class _Poisoned(Exception):

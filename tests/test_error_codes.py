@@ -443,6 +443,65 @@ def test_e323_is_located():
     assert span is not None and span.file == "<string>" and span.line == 3
 
 
+def test_e326_a_layer_of_16_gib_is_refused_by_default():
+    """`linear(65536)` on 65,536 features is 2**32 weights (16 GiB): over the default 2**31, so never allocated."""
+    with pytest.raises(archdsl.ArchLimitError, match="4,294,967,296 parameters") as info:
+        archdsl.graph("network n {\n    input x: [65536]\n    fc: linear(65536, bias=false)\n}\n")
+    assert code_of(info) == "E326"
+    assert info.value.span.line == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "line"),
+    [
+        ("input x: [3, 30000, 30000]\n    relu", "the input `x` holds 2,700,000,000 values per sample (10.1 GiB", 2),
+        ("input x: [64]\n    fc: linear(300000000)", "`fc` (linear) outputs 300,000,000 values per sample", 3),
+    ],
+)
+def test_e327_an_input_or_activation_over_the_limit(body, message, line):
+    with pytest.raises(archdsl.ArchLimitError, match=re.escape(message)) as info:
+        archdsl.graph(f"network n {{\n    {body}\n}}\n")
+    assert code_of(info) == "E327"
+    assert info.value.span.line == line
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: you tried to "
+            "allocate 17179869184 bytes. Error code 12 (Cannot allocate memory)"
+        ),
+        MemoryError(),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 16.00 GiB"),
+    ],
+    ids=["cpu", "python", "cuda"],
+)
+def test_e328_an_allocation_that_fails_while_building(monkeypatch, failure):
+    """Under the parameter limit, a machine may still lack the memory: the failure names the layer and its size."""
+    from archdsl.ops import registry
+
+    def build(args, shapes):
+        raise failure
+
+    monkeypatch.setitem(registry.REGISTRY, "linear", dataclasses.replace(registry.REGISTRY["linear"], build=build))
+    with pytest.raises(archdsl.ArchLimitError, match=re.escape("the 1,040 parameters of `fc` (linear)")) as info:
+        archdsl.load(MLP)
+    assert code_of(info) == "E328"
+    assert info.value.span.line == 3 and "fc: linear(16)" in str(info.value)
+
+
+def test_other_build_failures_are_not_taken_for_memory(monkeypatch):
+    from archdsl.ops import registry
+
+    def build(args, shapes):
+        raise RuntimeError("a bug in a build function")
+
+    monkeypatch.setitem(registry.REGISTRY, "linear", dataclasses.replace(registry.REGISTRY["linear"], build=build))
+    with pytest.raises(RuntimeError, match="a bug in a build function"):
+        archdsl.load(MLP)
+
+
 # ----------------------------------------------------------------- guards no source can reach
 
 

@@ -46,6 +46,8 @@ network n() {
         ({"max_value_size": 5}, "network n() {\n    let a = [[1, 2], [3, 4]]\n    input x: [4]\n}\n", "E303"),
         ({"max_prefix_run": 2}, "network n() {\n    let a = - - - 1\n    input x: [4]\n}\n", "E102"),
         ({"max_dim": 100}, "network n() {\n    input x: [4]\n    fc: linear(200)\n}\n", "E404"),
+        ({"max_activation": 100}, "network n() {\n    input x: [4]\n    fc: linear(200)\n}\n", "E327"),
+        ({"max_activation": 100}, "network n() {\n    input x: [3, 8, 8]\n    relu\n}\n", "E327"),
         ({"max_import_depth": 1}, 'import "a.arch"\nnetwork n() {\n    input x: [4]\n}\n', "E254"),
         ({"max_block_depth": 1}, NESTED_BLOCKS, "E217"),
         ({"max_edges": 20}, "network n() {\n    input x: [4]\n    s: stage relu x 6, connect=dense\n}\n", "E321"),
