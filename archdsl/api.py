@@ -9,7 +9,7 @@ import networkx as nx
 from torch import fx
 
 from archdsl import checkpoint, pipeline
-from archdsl.checkpoint import atomic_save, checkpoint_payload, read_checkpoint, save_checkpoint
+from archdsl.checkpoint import atomic_save, checkpoint_payload, read_checkpoint, save_checkpoint, seal
 from archdsl.limits import Limits
 from archdsl.limits import using as using_limits
 from archdsl.node import title_of
@@ -31,6 +31,7 @@ __all__ = [
     "output_node",
     "read_checkpoint",
     "save_checkpoint",
+    "seal",
     "title_of",
 ]
 
@@ -159,6 +160,18 @@ def load(
     return built.module
 
 
-def load_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any] | None = None) -> fx.GraphModule:
-    """Rebuild a module from a checkpoint written by :func:`save_checkpoint` (``weights_only`` loading)."""
-    return checkpoint.load_checkpoint(path, payload, ArchGraph)
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    payload: dict[str, Any] | None = None,
+    *,
+    verify: bool = True,
+    limits: Limits | None = None,
+) -> fx.GraphModule:
+    """Rebuild a module from a checkpoint written by :func:`save_checkpoint` (``weights_only`` loading).
+
+    The file must match the SHA-256 it stores (E607, E608) unless
+    ``verify=False``. Its stored limits can lower ``limits`` (default: the
+    limits in force), never raise them: a module compiled under raised
+    limits is reloaded by passing them again.
+    """
+    return checkpoint.load_checkpoint(path, payload, ArchGraph, verify=verify, limits=limits)

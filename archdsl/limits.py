@@ -87,3 +87,14 @@ def using(limits: Limits | None) -> Iterator[Limits]:
         yield limits
     finally:
         _current.reset(token)
+
+
+def stricter(*limits: Limits | None) -> Limits:
+    """Field by field, the lowest of ``limits`` (``None`` s left out; the defaults when none is left).
+
+    A checkpoint's stored limits may lower the limits it is read under, never raise them.
+    """
+    given = [limit for limit in limits if limit is not None]
+    if not given:
+        return DEFAULT
+    return Limits(**{name: min(getattr(limit, name) for limit in given) for name in vars(given[0])})

@@ -24,6 +24,7 @@ from archdsl.errors import ArchLimitError, ArchNameError, did_you_mean
 from archdsl.limits import DEFAULT as DEFAULT_LIMITS
 from archdsl.limits import Limits
 from archdsl.limits import current as current_limits
+from archdsl.limits import stricter as stricter_limits
 from archdsl.limits import using as using_limits
 from archdsl.loader import Program, load_program, resolve_source
 from archdsl.optimize import fuse_batchnorm, memory_efficient_dense
@@ -251,11 +252,15 @@ def stored_limits(meta: dict[str, Any]) -> Limits | None:
 
 def rebuild(meta: dict[str, Any], graph_class: type[nx.DiGraph] = nx.DiGraph) -> fx.GraphModule:
     """A fresh module from a checkpoint payload (or a module's meta): its sources, overrides, outputs,
-    options and limits, with newly initialised weights."""
+    options and limits, with newly initialised weights.
+
+    It is built under the stricter of the stored limits and the limits in
+    force, field by field: what a file stores can lower them, never raise them.
+    """
     overrides, options = meta["overrides"], meta.get("options") or {}
     if not isinstance(overrides, dict) or not isinstance(options, dict):
         raise TypeError("overrides and options must be dicts")
-    with using_limits(stored_limits(meta)):
+    with using_limits(stricter_limits(current_limits(), stored_limits(meta))):
         program = program_of(meta)
         g = graph_of_program(program, meta["network"], dict(overrides), graph_class)
         return compile_network(g, Sources.of(meta), dict(overrides), None, meta.get("outputs"), options)

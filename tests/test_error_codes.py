@@ -15,6 +15,8 @@ import os
 import re
 import shutil
 import stat
+import struct
+import zipfile
 from pathlib import Path
 
 import networkx as nx
@@ -24,6 +26,7 @@ from torch import fx, nn
 
 import archdsl
 from archdsl import validate
+from archdsl.checkpoint import seal
 from archdsl.errors import Span
 from archdsl.render import ArchRenderError, render_dot, run_dot, write
 from archdsl.train import ArchDataError, TrainConfig, load_data, train
@@ -58,10 +61,14 @@ def checkpoint(tmp_path) -> Path:
 
 
 def rewrite(path: Path, change) -> Path:
-    """Load a checkpoint's payload, apply ``change`` to it and save it back."""
+    """Load a checkpoint's payload, apply ``change`` to it and save it back with a new hash.
+
+    Like someone who edits a file and recomputes its SHA-256: the hash check
+    passes, so what is tested is the check of each field.
+    """
     payload = torch.load(path, weights_only=True)
     change(payload)
-    torch.save(payload, path)
+    torch.save(seal(payload), path)
     return path
 
 
@@ -170,6 +177,99 @@ def test_e605_checkpoint_of_another_architecture(checkpoint):
     with pytest.raises(archdsl.ArchCheckpointError, match=re.escape("`out.weight` has shape [10, 16]")) as info:
         archdsl.load_checkpoint(checkpoint)
     assert code_of(info) == "E605"
+
+
+@pytest.mark.parametrize(
+    ("weight", "message"),
+    [
+        pytest.param(lambda: torch.zeros(10, 16).to_sparse(), "is a sparse_coo tensor, not a dense one", id="sparse"),
+        pytest.param(lambda: torch.zeros(10, 16).to_sparse_csr(), "is a sparse_csr tensor", id="sparse_csr"),
+        pytest.param(
+            lambda: torch.quantize_per_tensor(torch.zeros(10, 16), 0.1, 0, torch.qint8),
+            "is a quantized tensor, not a dense one",
+            id="quantized",
+        ),
+        pytest.param(lambda: torch.zeros(10, 16, dtype=torch.int64), "has dtype int64", id="integer"),
+        pytest.param(lambda: torch.zeros(10, 16, dtype=torch.complex64), "has dtype complex64", id="complex"),
+    ],
+)
+def test_e605_weight_that_is_not_a_dense_tensor_of_its_kind(checkpoint, weight, message):
+    """A sparse or quantized tensor where a dense one belongs (it cannot be hashed, so the file is read unverified)."""
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["state_dict"]["out.weight"] = weight()
+    torch.save(payload, checkpoint)
+    with pytest.raises(archdsl.ArchCheckpointError, match=re.escape(f"`out.weight` {message}")) as info:
+        archdsl.load_checkpoint(checkpoint, verify=False)
+    assert code_of(info) == "E605"
+
+
+def tensor_bytes(path: Path) -> list[tuple[int, int]]:
+    """Where each tensor's bytes lie in a checkpoint: torch's zip stores them uncompressed."""
+    spans = []
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as raw:
+        for info in archive.infolist():
+            if "/data/" in info.filename and info.file_size:
+                raw.seek(info.header_offset + 26)
+                name_length, extra_length = struct.unpack("<HH", raw.read(4))
+                start = info.header_offset + 30 + name_length + extra_length
+                spans.append((start, start + info.file_size))
+    return spans
+
+
+def test_e607_a_bit_flipped_in_any_tensor(checkpoint):
+    """Every tensor's bytes are hashed: one flipped bit in any of them is found, and verify=False still reads it."""
+    original = checkpoint.read_bytes()
+    spans = tensor_bytes(checkpoint)
+    assert len(spans) == 4  # two weights, two biases
+    for start, end in spans:
+        flipped = bytearray(original)
+        flipped[(start + end) // 2] ^= 0x10
+        checkpoint.write_bytes(bytes(flipped))
+        with pytest.raises(archdsl.ArchCheckpointError, match="modified or damaged") as info:
+            archdsl.load_checkpoint(checkpoint)
+        assert code_of(info) == "E607"
+        assert info.value.hint is not None and "verify=False" in info.value.hint
+        archdsl.load_checkpoint(checkpoint, verify=False)
+
+
+def test_e607_an_edited_source(tmp_path, tiny_resnet):
+    """Renaming `avgpool` (a node without weights) changes nothing a load would notice but the hash."""
+    path = tmp_path / "tiny.pt"
+    archdsl.save_checkpoint(archdsl.load(tiny_resnet, seed=0), path)
+    payload = torch.load(path, weights_only=True)
+    payload["sources"][payload["file"]] = payload["sources"][payload["file"]].replace("avgpool:", "avgponl:")
+    torch.save(payload, path)
+    with pytest.raises(archdsl.ArchCheckpointError, match="do not match the sha256") as info:
+        archdsl.load_checkpoint(path)
+    assert code_of(info) == "E607"
+    assert "avgponl" in archdsl.load_checkpoint(path, verify=False).meta["archdsl"]["sources"][payload["file"]]
+
+
+def test_e607_a_value_archdsl_never_writes(checkpoint):
+    """A list that contains itself cannot be hashed: refused, not looped over."""
+    payload = torch.load(checkpoint, weights_only=True)
+    loop: list = []
+    loop.append(loop)
+    payload["options"] = {"x": loop}
+    torch.save(payload, checkpoint)
+    with pytest.raises(archdsl.ArchCheckpointError, match="contains itself") as info:
+        archdsl.load_checkpoint(checkpoint)
+    assert code_of(info) == "E607"
+
+
+def test_e608_a_checkpoint_without_a_hash(checkpoint):
+    """Checkpoints written before the hash (or with it removed) are refused unless the reader trusts them."""
+    payload = torch.load(checkpoint, weights_only=True)
+    del payload["sha256"]
+    payload["version"] = 1
+    torch.save(payload, checkpoint)
+    with pytest.raises(archdsl.ArchCheckpointError, match="stores no sha256") as info:
+        archdsl.load_checkpoint(checkpoint)
+    assert code_of(info) == "E608"
+    assert "save it again" in info.value.hint
+    module = archdsl.load_checkpoint(checkpoint, verify=False)
+    archdsl.save_checkpoint(module, checkpoint)  # saving again adds the hash
+    archdsl.load_checkpoint(checkpoint)
 
 
 def test_e606_missing_folder(tmp_path):
@@ -576,7 +676,7 @@ def test_e603_checkpoint_with_malformed_fields(tmp_path, field):
     archdsl.save_checkpoint(archdsl.load(MLP), tmp_path / "ok.pt")
     payload = torch.load(tmp_path / "ok.pt", weights_only=True)
     payload[field] = ["fuse"]
-    torch.save(payload, tmp_path / "bad.pt")
+    torch.save(seal(payload), tmp_path / "bad.pt")
     with pytest.raises(archdsl.ArchCheckpointError, match="malformed") as info:
         archdsl.load_checkpoint(tmp_path / "bad.pt")
     assert code_of(info) == "E603"

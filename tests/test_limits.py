@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 import time
 
 import pytest
+import torch
 
 import archdsl
 
@@ -83,12 +85,63 @@ def test_integer_limit_message_names_the_limit_in_force():
         archdsl.graph(source, limits=archdsl.Limits(max_int=1000))
 
 
-def test_a_checkpoint_rebuilds_under_the_limits_it_was_compiled_with(tmp_path):
-    source = "network n() {\n    input x: [4]\n    s: stage linear(4) x 12000\n}\n"
-    module = archdsl.load(source, limits=archdsl.Limits(max_repeat=20_000))
+def test_a_checkpoint_saved_under_raised_limits_reloads_only_when_the_reader_raises_them(tmp_path):
+    source = "network n() {\n    let big = 2 ** 63\n    input x: [4]\n    fc: linear(4)\n}\n"
+    raised = archdsl.Limits(max_int=2**64)
+    module = archdsl.load(source, limits=raised)
     archdsl.save_checkpoint(module, tmp_path / "big.pt")
-    restored = archdsl.load_checkpoint(tmp_path / "big.pt")
-    assert len(list(restored.parameters())) == len(list(module.parameters()))
+    with pytest.raises(archdsl.ArchCheckpointError) as info:
+        archdsl.load_checkpoint(tmp_path / "big.pt")
+    assert info.value.code == "E604" and "E303" in str(info.value)
+    assert f"limits=archdsl.Limits(max_int={2**64})" in info.value.hint
+    restored = archdsl.load_checkpoint(tmp_path / "big.pt", limits=raised)
+    assert restored.meta["archdsl"]["limits"]["max_int"] == 2**64
+    with archdsl.limits.using(raised):  # the limits in force count as the reader's
+        archdsl.load_checkpoint(tmp_path / "big.pt")
+
+
+def _stored(tmp_path, source: str, limits: dict):
+    """A sealed checkpoint of a small network whose stored source and limits were replaced (as a forger would)."""
+    from archdsl.checkpoint import seal
+
+    path = tmp_path / "forged.pt"
+    archdsl.save_checkpoint(archdsl.load("network n() {\n    input x: [4]\n    fc: linear(4)\n}\n"), path)
+    payload = torch.load(path, weights_only=True)
+    payload["sources"][payload["file"]] = source
+    payload["limits"] = {**dataclasses.asdict(archdsl.Limits()), **limits}
+    torch.save(seal(payload), path)
+    return path
+
+
+def test_stored_limits_cannot_raise_the_parameter_limit(tmp_path):
+    """A stored max_params of 2**62 once let a checkpoint allocate 32 GiB; the reader's 2**32 holds."""
+    source = "network n() {\n    input x: [65536]\n    fc: linear(131072, bias=false)\n}\n"
+    path = _stored(tmp_path, source, {"max_params": 2**62})
+    start = time.perf_counter()
+    with pytest.raises(archdsl.ArchCheckpointError) as info:
+        archdsl.load_checkpoint(path)
+    assert time.perf_counter() - start < 10
+    assert info.value.code == "E604" and "E326" in str(info.value) and "max_params=" in info.value.hint
+
+
+def test_stored_limits_cannot_raise_the_repeat_limit(tmp_path):
+    """Stored limits with `x 1000000000` hung; the reader's max_repeat stops it at once."""
+    source = "network n() {\n    input x: [4]\n    s: stage relu x 1000000000\n}\n"
+    path = _stored(tmp_path, source, {"max_repeat": 2**40, "max_nodes": 2**40})
+    start = time.perf_counter()
+    with pytest.raises(archdsl.ArchCheckpointError) as info:
+        archdsl.load_checkpoint(path)
+    assert time.perf_counter() - start < 10
+    assert info.value.code == "E604" and "E317" in str(info.value)
+
+
+def test_stored_limits_can_lower_the_readers(tmp_path):
+    path = _stored(tmp_path, "network n() {\n    input x: [4]\n    fc: linear(4)\n}\n", {"max_params": 10})
+    with pytest.raises(archdsl.ArchCheckpointError, match="E326"):
+        archdsl.load_checkpoint(path)
+    assert archdsl.limits.stricter(archdsl.Limits(max_nodes=5), None, archdsl.Limits(max_repeat=3)) == archdsl.Limits(
+        max_nodes=5, max_repeat=3
+    )
 
 
 # ----------------------------------------------------------------- integers too long to convert (E303)

@@ -305,7 +305,7 @@ def evaluate(checkpoint: str, data_spec: str, device: str = "auto", batch_size: 
 
 
 def save_training_checkpoint(path: Path, model, optimizer, scheduler, epoch, history, config: TrainConfig) -> None:
-    """Write a resumable checkpoint atomically (a temporary file, then a rename)."""
+    """Write a resumable checkpoint atomically (a temporary file, then a rename), with its SHA-256."""
     payload = api.checkpoint_payload(model)
     payload["training"] = {
         "optimizer": optimizer.state_dict(),
@@ -316,7 +316,7 @@ def save_training_checkpoint(path: Path, model, optimizer, scheduler, epoch, his
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "config": {k: v for k, v in asdict(config).items() if k != "overrides"},
     }
-    api.atomic_save(payload, path)
+    api.atomic_save(api.seal(payload), path)
 
 
 def _read_checkpoint(path: str) -> dict:
