@@ -15,10 +15,13 @@ not) and dense stages of random sizes. The runs are derandomized; set
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import networkx as nx
 import pytest
-from test_robustness import time_limit
+from hypothesis import given, note
+from hypothesis import strategies as st
+from test_robustness import check_graph, fuzz_settings, time_limit
 
 import archdsl
 
@@ -131,3 +134,131 @@ def test_the_default_edge_limit_fits_the_zoo_by_far():
     """densenet201 has the most edges of the zoo; a dense stage of 1,412 repeats still fits."""
     assert archdsl.graph("densenet201").number_of_edges() * 100 < archdsl.Limits().max_edges
     assert dense_edges(1412) <= archdsl.Limits().max_edges < dense_edges(1413)
+
+
+# ---------------------------------------------------------------- generated fan-outs and dense stages
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """What a block (or the network's body) expands to: nodes, block instances and edges (node inputs)."""
+
+    nodes: int
+    instances: int
+    edges: int
+
+    def __add__(self, other: Expansion) -> Expansion:
+        return Expansion(self.nodes + other.nodes, self.instances + other.instances, self.edges + other.edges)
+
+
+def _use(callee: Expansion, how: tuple) -> Expansion:
+    """``callee`` used once by a call (``("call", labelled)``) or by a stage (``("stage", repeats, dense)``)."""
+    if how[0] == "call":
+        return callee
+    _, repeats, dense = how
+    total = Expansion(callee.nodes * repeats, callee.instances * repeats, callee.edges * repeats)
+    return total + Expansion(repeats, 0, dense_edges(repeats)) if dense else total
+
+
+def _statement(callee: str, how: tuple, index: int) -> str:
+    if how[0] == "call":
+        return f"    c{index}: {callee}()" if how[1] else f"    {callee}()"
+    _, repeats, dense = how
+    return f"    s{index}: stage {callee}() x {repeats}" + (", connect=dense" if dense else "")
+
+
+USES = st.one_of(
+    st.tuples(st.just("call"), st.booleans()),
+    st.tuples(st.just("stage"), st.integers(1, 4), st.booleans()),
+)
+
+
+@st.composite
+def fan_outs(draw) -> tuple[str, Expansion, bool]:
+    """Blocks b1 ... bD, each using the one below one to four times (calls and stages), and a network using bD.
+
+    Returns the source, what it expands to, and whether a dense stage sits
+    where an unlabelled instance may repeat it under the same names (E224).
+    """
+    # Each block ends with a layer that resets the size: dense stages pass their input on, so nested ones grow.
+    lines = ["block b0() {\n    linear(4)\n}"]
+    expansion = Expansion(1, 1, 1)
+    depth = draw(st.integers(1, 6))
+    dense_anywhere = False
+    for level in range(1, depth + 2):
+        uses = draw(st.lists(USES, min_size=1, max_size=4))
+        dense_anywhere |= any(how[0] == "stage" and how[2] for how in uses)
+        body = "\n".join(_statement(f"b{level - 1}", how, i) for i, how in enumerate(uses))
+        total = sum((_use(expansion, how) for how in uses), start=Expansion(0, 0, 0))
+        if level <= depth:
+            lines.append(f"block b{level}() {{\n{body}\n    linear(4)\n}}")
+            expansion = total + Expansion(1, 1, 1)  # the closing linear, and the instance itself
+        else:  # the network's body
+            lines.append(f"network n() {{\n    input x: [4]\n{body}\n}}")
+            expansion = total + Expansion(1, 0, 0)  # the input
+    return "\n".join(lines) + "\n", expansion, dense_anywhere
+
+
+FUZZ_LIMITS = archdsl.Limits(max_nodes=3000, max_edges=6000)
+SECONDS_PER_EXAMPLE = 20  # CPU seconds; an example builds at most a few thousand nodes
+
+
+def build_within_time(source: str, limits: archdsl.Limits):
+    """``archdsl.graph`` under ``limits``: a graph or a well-located ArchError, in bounded time."""
+    start = time.process_time()
+    with time_limit(3 * SECONDS_PER_EXAMPLE):
+        outcome = check_graph(source, limits=limits, tolerate_known=False)
+    assert time.process_time() - start < SECONDS_PER_EXAMPLE
+    return outcome
+
+
+@fuzz_settings(40)
+@given(fan_outs())
+def test_generated_fan_outs_build_or_stop_at_a_limit(case):
+    source, expected, dense_anywhere = case
+    note(f"expands to {expected}")
+    outcome = build_within_time(source, FUZZ_LIMITS)
+    too_many = max(expected.nodes, expected.instances) > FUZZ_LIMITS.max_nodes
+    # Edges added after the last node's check (at most a dense stage's `out`) may go unnoticed.
+    too_many |= expected.edges > FUZZ_LIMITS.max_edges + 6
+    if isinstance(outcome, nx.DiGraph):
+        assert not too_many
+        assert outcome.number_of_nodes() == expected.nodes
+        return
+    codes = {d.code for d in outcome.diagnostics}
+    if codes == {"E321"}:
+        assert isinstance(outcome, archdsl.ArchLimitError) and len(outcome.diagnostics) == 1
+        assert too_many or dense_anywhere  # failed statements leave stand-in nodes, so counts may differ
+    else:
+        # A dense stage in a block instantiated twice, unlabelled, under one prefix: its concats collide.
+        assert dense_anywhere and codes == {"E224"}, outcome
+    assert dense_anywhere or codes == {"E321"}
+
+
+@st.composite
+def dense_stages(draw) -> tuple[str, int, bool, archdsl.Limits]:
+    """A dense stage of up to 600 repeats of a block or an op, under an edge limit of 100 to 50,000."""
+    repeats = draw(st.one_of(st.integers(1, 20), st.integers(20, 600)))
+    block = draw(st.booleans())
+    callee = "u()" if block else "linear(4)"  # a layer that keeps the concatenations' sizes linear in the repeats
+    source = (
+        "block u() {\n    linear(4)\n}\n"
+        f"network n() {{\n    input x: [4]\n    s: stage {callee} x {repeats}, connect=dense\n    linear(2)\n}}\n"
+    )
+    limits = archdsl.Limits(max_edges=draw(st.integers(100, 50_000)))
+    return source, repeats, block, limits
+
+
+@fuzz_settings(30)
+@given(dense_stages())
+def test_generated_dense_stages_build_or_stop_at_the_count(case):
+    source, repeats, block, limits = case
+    outcome = build_within_time(source, limits)
+    if dense_edges(repeats) > limits.max_edges:  # counted before the stage makes any node
+        assert isinstance(outcome, archdsl.ArchLimitError), outcome
+        (diagnostic,) = outcome.diagnostics
+        assert diagnostic.code == "E321" and f"dense stage `s` of {repeats} repeats" in diagnostic.message
+        assert (diagnostic.span.line, diagnostic.span.column) == (6, 17 + len("u()" if block else "linear(4)"))
+    elif dense_edges(repeats) + repeats + 1 <= limits.max_edges:  # with the input of each linear
+        assert isinstance(outcome, nx.DiGraph), outcome
+        assert outcome.number_of_nodes() == 2 * repeats + 2  # x, the repeats, r - 1 concats, `out`, the last linear
