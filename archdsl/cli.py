@@ -16,7 +16,7 @@ from rich.table import Table
 
 from archdsl import api
 from archdsl.elaborate import choose_network
-from archdsl.errors import ArchError, ArchNameError, override_span
+from archdsl.errors import ArchError, ArchImportError, ArchNameError, override_span
 from archdsl.expr import Scope, evaluate
 from archdsl.parse import parse_expression
 from archdsl.resources import zoo_names
@@ -83,10 +83,46 @@ def _print_error(err: ArchError, console: Console) -> None:
     console.print(err.render(), markup=False, soft_wrap=True, style="red" if console.is_terminal else None)
 
 
+def _is_folder(target: str) -> bool:
+    """A folder to walk, unless a bare name is a zoo network's (``check resnet18`` beside a folder of that name)."""
+    try:
+        is_folder = os.path.isdir(target)
+    except (OSError, ValueError):
+        return False
+    return is_folder and (os.sep in target or "/" in target or target not in zoo_names())
+
+
+def _arch_files(folder: str) -> list[str]:
+    """The ``.arch`` files under ``folder``, sorted; hidden folders and files (``.venv``, ``.git``) left out."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        arch = [f for f in files if f.endswith(".arch") and not f.startswith(".")]
+        found += [os.path.normpath(os.path.join(root, f)) for f in arch]
+    return sorted(found, key=lambda name: name.split(os.sep))
+
+
+def _expand(targets: list[str]) -> list[tuple[str, bool, ArchError | None]]:
+    """Each target as (name, found in a folder, error): a folder gives its ``.arch`` files, as in ruff and black."""
+    expanded: list[tuple[str, bool, ArchError | None]] = []
+    for target in targets:
+        if not _is_folder(target):
+            expanded.append((target, False, None))
+            continue
+        files = _arch_files(target)
+        if not files:
+            hint = "a folder is searched for .arch files, its subfolders too; hidden ones are left out"
+            error = ArchImportError(f"no .arch file in the folder {target}", None, hint, code="E251")
+            expanded.append((target, False, error))
+        expanded += [(name, True, None) for name in files]
+    return expanded
+
+
 @app.command()
 def check(
     targets: Annotated[
-        list[str] | None, typer.Argument(help="Files or zoo names; all of the zoo when omitted.")
+        list[str] | None,
+        typer.Argument(help="Files, folders (their .arch files) or zoo names; all of the zoo when omitted."),
     ] = None,
     param: ParamOption = None,
     output_format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
@@ -97,12 +133,20 @@ def check(
     if output_format not in ("text", "json"):
         raise typer.BadParameter("use text or json", param_hint="--format")
     overrides = parse_overrides(param)
-    names = targets or zoo_names()
+    expanded = _expand(targets) if targets else [(name, False, None) for name in zoo_names()]
+    names = [name for name, _, _ in expanded]
     failures, report, omitted = 0, [], 0
-    for target in names:
+    for target, in_folder, problem in expanded:
         try:
+            if problem is not None:
+                raise problem
             g = api.graph(target, params=overrides)
         except ArchError as error:
+            if in_folder and [d.code for d in error.diagnostics] == ["E226"]:
+                # Only blocks, and they load: a library such as architectures/lib/resnet.arch.
+                if output_format == "text":
+                    out.print(f"[green]ok[/green] {target}: a library (blocks, no network)")
+                continue
             failures += 1
             report.extend({**d.to_dict(), "target": target} for d in error.diagnostics)
             omitted += error.omitted  # past Limits.max_errors: counted, not listed
@@ -274,7 +318,7 @@ def summary(
 
 @app.command()
 def fmt(
-    files: Annotated[list[str], typer.Argument(help=".arch files to format in place.")],
+    files: Annotated[list[str], typer.Argument(help=".arch files, or folders of them, to format in place.")],
     check: Annotated[bool, typer.Option("--check", help="Change nothing; exit 1 if a file would change.")] = False,
     diff: Annotated[bool, typer.Option("--diff", help="Print the changes instead of writing them.")] = False,
     no_color: NoColor = False,
@@ -284,15 +328,25 @@ def fmt(
     from pathlib import Path
 
     from archdsl.fmt import format_source
+    from archdsl.loader import read_source_bytes
 
     out, err = _consoles(no_color)
     changed, failed = [], False
-    for name in files:
+    expanded = _expand(files)
+    for name, _, problem in expanded:
         path = Path(name)
         try:
-            text = path.read_text(encoding="utf-8")
+            if problem is not None:
+                raise problem
+            data = read_source_bytes(path)  # a regular file of at most Limits.max_file_bytes
+        except ArchError as error:
+            _print_error(error, err)
+            failed = True
+            continue
+        try:
+            text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # universal newlines
             formatted = format_source(text, name)
-        except (OSError, UnicodeDecodeError) as error:
+        except UnicodeDecodeError as error:
             err.print(f"error: cannot read {name}: {error}", markup=False)
             failed = True
             continue
@@ -309,13 +363,31 @@ def fmt(
             )
             sys.stdout.write("".join(lines))
         elif not check:
-            path.write_text(formatted, encoding="utf-8", newline="")
+            try:
+                _replace_text(path, formatted)
+            except OSError as error:
+                err.print(f"error: cannot write {name}: {error.strerror or error}", markup=False, soft_wrap=True)
+                failed = True
+                changed.pop()
     verb = "would reformat" if (check or diff) else "reformatted"
     for name in changed:
         out.print(f"{verb} {name}")
     if not changed and not failed:
-        out.print(f"{len(files)} file(s) already formatted")
+        out.print(f"{len(expanded)} file(s) already formatted")
     raise typer.Exit(1 if failed or (check and changed) else 0)
+
+
+def _replace_text(path, text: str) -> None:
+    """Write ``text`` over the file ``path`` (through a link, onto its target) atomically, keeping its mode.
+
+    A temporary file beside it is renamed onto it, so a reader (another
+    ``fmt``, an editor) sees the old file or the new one, never half of one;
+    on any error the temporary file is removed and the file left as it was.
+    """
+    from archdsl.outputs import replacing
+
+    with replacing(os.path.realpath(path)) as stream:
+        stream.write(text.encode("utf-8"))
 
 
 @app.command("graph")

@@ -77,19 +77,29 @@ class Diagnostic:
         return render_diagnostic(self, sources or {})
 
     def to_dict(self) -> dict:
-        """A JSON-ready view (file, line, column, end, severity, code, message, hint)."""
-        span = self.span
+        """A JSON-ready view (file, line, column, end, severity, code, message, hint, notes).
+
+        ``notes`` are the labels the text shows as ``= note:`` lines, each
+        with its own location and message.
+        """
         return {
-            "file": span.file if span else None,
-            "line": span.line if span else None,
-            "column": span.column if span else None,
-            "end_line": span.end_line if span else None,
-            "end_column": span.end_column if span else None,
+            **_location(self.span),
             "severity": self.severity,
             "code": self.code,
             "message": self.message,
             "hint": self.hint,
+            "notes": [{**_location(label.span), "message": label.message} for label in self.labels],
         }
+
+
+def _location(span: Span | None) -> dict:
+    return {
+        "file": span.file if span else None,
+        "line": span.line if span else None,
+        "column": span.column if span else None,
+        "end_line": span.end_line if span else None,
+        "end_column": span.end_column if span else None,
+    }
 
 
 class ArchError(Exception):
