@@ -272,6 +272,20 @@ def test_e608_a_checkpoint_without_a_hash(checkpoint):
     archdsl.load_checkpoint(checkpoint)
 
 
+def test_e609_eval_of_a_checkpoint_of_another_network(checkpoint):
+    from typer.testing import CliRunner
+
+    from archdsl.cli import app
+    from archdsl.train import evaluate
+
+    with pytest.raises(archdsl.ArchCheckpointError, match="holds the network `mlp`, not `tiny`") as info:
+        evaluate(str(checkpoint), "synthetic", device="cpu", network="tiny")
+    assert code_of(info) == "E609"
+    result = CliRunner().invoke(app, ["eval", "cifar_resnet", "--checkpoint", str(checkpoint), "--device", "cpu"])
+    assert result.exit_code == 1
+    assert "error[E609]: " in result.output and "holds the network `mlp`, not `cifar_resnet`" in result.output
+
+
 def test_e606_missing_folder(tmp_path):
     with pytest.raises(archdsl.ArchCheckpointError, match="does not exist") as info:
         archdsl.save_checkpoint(archdsl.load(MLP), tmp_path / "no" / "such" / "x.ckpt")
@@ -444,6 +458,133 @@ def test_e807_resuming_from_a_plain_checkpoint(tmp_path, checkpoint):
     with pytest.raises(ArchDataError, match="not a training checkpoint") as info:
         train(config(tmp_path, resume=str(checkpoint)))
     assert code_of(info) == "E807"
+
+
+@pytest.fixture(scope="module")
+def training_checkpoint(tmp_path_factory) -> Path:
+    """A resumable checkpoint after epoch 1 of 2 (read-only: tests rewrite copies)."""
+    run = tmp_path_factory.mktemp("trained")
+    train(config(run, epochs=2, stop_after=1))
+    return run / "run" / "checkpoint.pt"
+
+
+def _set(*path, value=None, delete=False):
+    """A change to the payload at ``path`` (keys and indices): set ``value`` or delete the entry."""
+
+    def change(payload):
+        target = payload
+        for key in path[:-1]:
+            target = target[key]
+        if delete:
+            del target[path[-1]]
+        else:
+            target[path[-1]] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        pytest.param(_set("training", value=[1]), "training", id="training_not_a_dict"),
+        pytest.param(_set("training", "epoch", value="x"), "training.epoch", id="epoch_a_string"),
+        pytest.param(_set("training", "epoch", value=10**30), "training.epoch", id="epoch_huge"),
+        pytest.param(_set("training", "epoch", value=5), "training.epoch", id="epoch_past_the_end"),
+        pytest.param(_set("training", "rng", delete=True), "training.rng", id="rng_missing"),
+        pytest.param(_set("training", "rng", value=torch.zeros(3)), "training.rng", id="rng_not_uint8"),
+        pytest.param(
+            _set("training", "rng", value=torch.zeros(5056, dtype=torch.uint8)), "training.rng", id="rng_invalid_state"
+        ),
+        pytest.param(_set("training", "cuda_rng", value=[torch.zeros(2)]), "training.cuda_rng[0]", id="cuda_rng"),
+        pytest.param(_set("training", "config", value=None), "training.config", id="config_not_a_dict"),
+        pytest.param(_set("training", "config", "batch_size", value=0), "training.config.batch_size", id="batch_0"),
+        pytest.param(_set("training", "config", "momentum", value=-1), "training.config.momentum", id="momentum"),
+        pytest.param(
+            _set("training", "config", "synthetic_size", value=10**12),
+            "training.config.synthetic_size",
+            id="synthetic_size",
+        ),
+        pytest.param(_set("training", "config", "lr", value=float("nan")), "training.config.lr", id="lr_nan"),
+        pytest.param(_set("training", "config", "optimizer", value="adam"), "training.config.optimizer", id="adam"),
+        pytest.param(_set("training", "config", "seed", value=2**64), "training.config.seed", id="seed"),
+        pytest.param(_set("training", "config", "data", value="mnist"), "training.config.data", id="data"),
+        pytest.param(_set("training", "config", "epochs", value=0), "training.config.epochs", id="epochs_0"),
+        pytest.param(_set("training", "config", "warmup", value=-1), "training.config.warmup", id="warmup"),
+        pytest.param(_set("training", "config", "extra", value=1), "training.config.extra", id="unknown_option"),
+        pytest.param(_set("training", "history", value=[1, 2]), "training.history", id="history_too_long"),
+        pytest.param(_set("training", "history", value=[1]), "training.history[0]", id="history_of_ints"),
+        pytest.param(
+            _set("training", "history", 0, "train_loss", value="x"), "training.history[0].train_loss", id="loss"
+        ),
+        pytest.param(_set("training", "optimizer", value={}), "training.optimizer", id="optimizer_empty"),
+        pytest.param(
+            _set("training", "optimizer", "param_groups", 0, "lr", value=-1.0),
+            "training.optimizer.param_groups[0].lr",
+            id="group_lr",
+        ),
+        pytest.param(
+            _set("training", "optimizer", "param_groups", 0, "params", value=[3, 2, 1, 0]),
+            "training.optimizer.param_groups[0].params",
+            id="group_params",
+        ),
+        pytest.param(
+            _set("training", "optimizer", "state", 0, "momentum_buffer", value=torch.zeros(3)),
+            "training.optimizer.state[0].momentum_buffer",
+            id="momentum_buffer_shape",
+        ),
+        pytest.param(
+            _set("training", "optimizer", "state", 99, value={}), "training.optimizer.state[99]", id="state_of_nothing"
+        ),
+        pytest.param(_set("training", "scheduler", "T_max", value=0), "training.scheduler.T_max", id="t_max_0"),
+        pytest.param(
+            _set("training", "scheduler", "base_lrs", value=[0.1, 0.1]), "training.scheduler.base_lrs", id="base_lrs"
+        ),
+        pytest.param(_set("training", "scheduler", value=None), "training.scheduler", id="scheduler_none"),
+    ],
+)
+def test_e807_tampered_training_state(tmp_path, training_checkpoint, change, field):
+    """Every field of the training state is checked before use (here with a recomputed hash, as a forger would)."""
+    path = tmp_path / "tampered.pt"
+    path.write_bytes(training_checkpoint.read_bytes())
+    rewrite(path, change)
+    with pytest.raises(ArchDataError, match=re.escape(f"`{field}` ")) as info:
+        train(config(tmp_path, resume=str(path), epochs=None))  # the checkpoint's 2 epochs: one left to train
+    assert code_of(info) == "E807"
+    assert not (tmp_path / "run").exists()
+
+
+def test_e807_fewer_epochs_than_already_trained(tmp_path, training_checkpoint):
+    with pytest.raises(ArchDataError, match="has trained 1 epochs already; --epochs 0 cannot shorten") as info:
+        train(config(tmp_path, resume=str(training_checkpoint), epochs=0))
+    assert code_of(info) == "E807"
+
+
+def _cli_train(*args: str):
+    from typer.testing import CliRunner
+
+    from archdsl.cli import app
+
+    return CliRunner().invoke(app, ["train", MLP, "--data", "synthetic", "--device", "cpu", "--epochs", "1", *args])
+
+
+def test_e808_run_folder_is_a_file(tmp_path):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("keep me")
+    result = _cli_train("--out", str(taken))
+    assert result.exit_code == 1, result.output
+    assert f"error[E808]: cannot use {taken} as the run folder: it is a file" in result.output
+    assert taken.read_text() == "keep me"
+    with pytest.raises(ArchDataError, match="is a file") as info:
+        train(config(tmp_path, out=str(taken / "run")))
+    assert code_of(info) == "E808"
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc")
+def test_e808_run_folder_that_cannot_be_made():
+    result = _cli_train("--out", "/proc/archdsl-run")
+    assert result.exit_code == 1, result.output
+    assert "error[E808]: cannot make the run folder /proc/archdsl-run" in result.output
+    assert "Traceback" not in result.output
 
 
 # ----------------------------------------------------------------- export (E905, E906; E901-E904 in test_export.py)

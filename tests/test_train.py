@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -208,3 +211,209 @@ def test_torchrun_runs_the_cli(tmp_path):
 def test_warmup_trains_at_a_tenth_of_the_rate_first(tiny_resnet, tmp_path):
     result = train(tiny(tiny_resnet, tmp_path, epochs=4, warmup=2, schedule="none", lr=0.05))
     assert [h["lr"] for h in result.history] == pytest.approx([0.005, 0.005, 0.05, 0.05])
+
+
+MLP = """\
+network mlp(num_classes = 10) {
+    input x: [64]
+    fc: linear(16) -> relu
+    out: linear(num_classes)
+}
+"""
+
+
+class Recorder:
+    """A reporter that keeps its notes and the (epoch, epochs) of every finished epoch."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.epochs: list[tuple[int, int]] = []
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        pass
+
+    def step(self, loss: float, acc: float, rate: float) -> None:
+        pass
+
+    def epoch_done(self, record: dict, epochs: int) -> None:
+        self.epochs.append((record["epoch"], epochs))
+
+
+def small(tmp_path, **changes) -> TrainConfig:
+    """The MLP on 64 synthetic examples: an epoch takes milliseconds."""
+    config = TrainConfig(
+        arch=MLP, data="synthetic", epochs=2, batch_size=16, out=str(tmp_path / "run"), device="cpu", synthetic_size=64
+    )
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+def test_resume_with_more_epochs_extends_the_run(tmp_path):
+    """`--resume CKPT --epochs 4` after a 2-epoch run trains epochs 3 and 4 at the rates of a 4-epoch cosine run."""
+    checkpoint = train(small(tmp_path, epochs=2)).out / "checkpoint.pt"
+    reporter = Recorder()
+    longer = train(TrainConfig(arch=MLP, resume=str(checkpoint), epochs=4, device="cpu"), reporter)
+    assert [h["epoch"] for h in longer.history] == [1, 2, 3, 4]
+    assert reporter.epochs == [(3, 4), (4, 4)]
+    assert reporter.notes == [
+        "the run now has 4 epochs instead of 2: from epoch 3 on, the cosine schedule gives the rates of a run "
+        "planned for 4 epochs"
+    ]
+    planned = train(small(tmp_path / "planned", epochs=4))
+    assert [h["lr"] for h in longer.history[2:]] == pytest.approx([h["lr"] for h in planned.history[2:]])
+    assert torch.load(checkpoint, weights_only=True)["training"]["config"]["epochs"] == 4
+
+
+def test_resuming_a_finished_run_says_why_nothing_is_trained(tmp_path):
+    from typer.testing import CliRunner
+
+    from archdsl.cli import app
+
+    checkpoint = train(small(tmp_path, epochs=2)).out / "checkpoint.pt"
+    before = checkpoint.read_bytes()
+    reporter = Recorder()
+    result = train(TrainConfig(arch=MLP, resume=str(checkpoint), device="cpu"), reporter)
+    assert len(result.history) == 2 and reporter.epochs == []
+    expected = (
+        f"nothing to train: {checkpoint} has trained all 2 epochs of its run; pass --epochs N with N > 2 to train "
+        "further"
+    )
+    assert reporter.notes == [expected]
+    cli = CliRunner().invoke(app, ["train", MLP, "--resume", str(checkpoint), "--device", "cpu"])
+    assert cli.exit_code == 0, cli.output
+    assert "note: nothing to train:" in cli.output
+    assert checkpoint.read_bytes() == before
+
+
+def test_a_stale_temporary_checkpoint_is_removed_at_the_next_save_and_reported(tmp_path):
+    """A kill between writing and renaming leaves a temporary file; the next save removes it and says so."""
+    run = train(small(tmp_path, epochs=2, stop_after=1)).out
+    stale = [run / "checkpoint.pt.tmp", run / ".checkpoint.tmp-0123abcd.pt"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    reporter = Recorder()
+    train(TrainConfig(arch=MLP, resume=str(run / "checkpoint.pt"), device="cpu"), reporter)
+    assert not any(path.exists() for path in stale)
+    assert sorted(reporter.notes) == sorted(
+        f"removed {path}, left behind by a save that was interrupted" for path in stale
+    )
+
+
+def test_curves_are_written_after_every_epoch_on_a_log_loss_axis(tmp_path):
+    from archdsl.train import history_figure
+
+    run = train(small(tmp_path, epochs=3, stop_after=1)).out  # stopped after epoch 1, as a kill would
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(path.name for path in run.iterdir()) == ["checkpoint.pt", "curves.png", "metrics.jsonl"]
+    records = [
+        {"epoch": e, "train_loss": loss, "test_loss": loss, "train_acc": 0.5, "test_acc": 0.5, "lr": 0.1}
+        for e, loss in ((1, 50.0), (2, 1.0), (3, 0.5))
+    ]
+    loss_axis = history_figure(records).axes[0]
+    assert loss_axis.get_yscale() == "log"  # the first epoch's 50 does not flatten the rest
+
+
+def test_digits_resized_to_the_input_are_reported_once(tmp_path):
+    from archdsl.train.data import resize_note
+
+    net = "network small(num_classes = 10) {\n    input x: [1, 12, 12]\n    f: flatten -> out: linear(num_classes)\n}\n"
+    reporter = Recorder()
+    result = train(
+        TrainConfig(arch=net, data="digits", epochs=1, batch_size=512, out=str(tmp_path), device="cpu"), reporter
+    )
+    assert reporter.notes == result.notes == ["digits: 8x8 images resized to 1x12x12"]
+    assert resize_note("digits", (1, 8, 8), (3, 224, 224)) == "digits: 8x8 images resized to 3x224x224"
+    assert resize_note("digits", (1, 8, 8), (3, 8, 8)) == "digits: 8x8 images given 3 channels instead of 1"
+    assert resize_note("digits", (1, 8, 8), (784,)) == "digits: 8x8 images resized and flattened to 784 features"
+    assert load_data("digits", (64,)).note is None and load_data("digits", (1, 8, 8)).note is None
+
+
+def test_ctrl_c_prints_the_resume_command_and_exits_130(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from archdsl.cli import app
+    from archdsl.train.progress import RichReporter
+
+    source = tmp_path / "my net.arch"
+    source.write_text(MLP)
+    run = tmp_path / "run"
+    started = RichReporter.epoch_start
+
+    def interrupted_in_epoch_2(self, epoch, epochs, batches):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        started(self, epoch, epochs, batches)
+
+    monkeypatch.setattr(RichReporter, "epoch_start", interrupted_in_epoch_2)
+    args = ["--data", "synthetic", "--device", "cpu"]
+    result = CliRunner().invoke(app, ["train", str(source), *args, "--epochs", "3", "--out", str(run)])
+    assert result.exit_code == 130, result.output
+    command = f"archdsl train '{source}' --resume {run / 'checkpoint.pt'}"
+    assert f"interrupted; to continue this run: {command}" in result.output
+    assert (run / "curves.png").exists()  # written after epoch 1
+    monkeypatch.undo()
+    resumed = CliRunner().invoke(app, ["train", str(source), "--resume", str(run / "checkpoint.pt"), "--device", "cpu"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "epoch   2/3" in resumed.output and "epoch   3/3" in resumed.output
+
+
+def test_ctrl_c_before_the_first_epoch_ends(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from archdsl.cli import app
+    from archdsl.train.progress import RichReporter
+
+    def interrupted(self, epoch, epochs, batches):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RichReporter, "epoch_start", interrupted)
+    result = CliRunner().invoke(app, ["train", MLP, "--data", "synthetic", "--device", "cpu", "--out", str(tmp_path)])
+    assert result.exit_code == 130
+    assert "interrupted before the first epoch ended; nothing to resume" in result.output
+
+
+def test_sigint_during_training_in_a_real_process(tmp_path):
+    """A real Ctrl-C (SIGINT), wherever it lands: exit 130 and the resume command, no traceback."""
+    source = tmp_path / "mlp.arch"
+    source.write_text(MLP)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "archdsl", "train", str(source), "--data", "synthetic", "--device", "cpu"]
+    command += ["--epochs", "100000", "--out", str(run)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoint.pt").exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert f"to continue this run: archdsl train {source} --resume {run / 'checkpoint.pt'}" in err
+    assert "Traceback" not in err
+    archdsl.load_checkpoint(run / "checkpoint.pt")
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_help_shows_every_option_whole_at_80_columns(command):
+    import typer
+
+    from archdsl.cli import app
+
+    params = typer.main.get_command(app).commands[command].params
+    names = [name for param in params for name in (*param.opts, *param.secondary_opts) if name.startswith("--")]
+    result = subprocess.run(
+        [sys.executable, "-m", "archdsl", command, "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "…" not in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    for name in names:
+        assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", result.stdout), f"{name} is cut"

@@ -2,7 +2,8 @@
 
 Every dataset is fitted to the network's declared input: images are resized
 to its height and width and given its number of channels; flat inputs get the
-image flattened at the matching square size.
+image flattened at the matching square size. When a dataset of a known size
+(digits, CIFAR-10) is resized, :attr:`Data.note` says so.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch.utils.data import Dataset, TensorDataset
 from archdsl.errors import ArchError
 
 SPLIT_SEED = 0  # the digits train/test split never changes
+MAX_SYNTHETIC_VALUES = 1 << 28  # synthetic data: 1 GiB of float32 at most
 DIGITS_TEST_FRACTION = 0.2
 
 
@@ -28,12 +30,13 @@ class ArchDataError(ArchError):
 
 @dataclass
 class Data:
-    """A training and a test set with their number of classes."""
+    """A training and a test set with their number of classes, and what was done to fit them (or None)."""
 
     train: Dataset
     test: Dataset
     num_classes: int
     name: str
+    note: str | None = None
 
 
 def load_data(spec: str, input_shape: tuple[int, ...], *, synthetic_size: int = 512) -> Data:
@@ -99,11 +102,33 @@ def _digits(input_shape: tuple[int, ...]) -> Data:
         TensorDataset(fitted[test_idx], labels[test_idx]),
         10,
         "digits",
+        resize_note("digits", (1, 8, 8), input_shape),
     )
+
+
+def resize_note(name: str, native: tuple[int, int, int], input_shape: tuple[int, ...]) -> str | None:
+    """``"digits: 8x8 images resized to 3x224x224"``, or None when the images keep their size."""
+    channels, height, width = native
+    if len(input_shape) == 1:
+        if input_shape[0] == channels * height * width:
+            return None
+        return f"{name}: {height}x{width} images resized and flattened to {input_shape[0]} features"
+    if tuple(input_shape) == native:
+        return None
+    if tuple(input_shape[1:]) == (height, width):
+        return f"{name}: {height}x{width} images given {input_shape[0]} channels instead of {channels}"
+    return f"{name}: {height}x{width} images resized to {'x'.join(map(str, input_shape))}"
 
 
 def _synthetic(input_shape: tuple[int, ...], size: int) -> Data:
     """Ten classes of noisy class templates: learnable, small, no files."""
+    values = (size + size // 4) * math.prod(input_shape)
+    if size < 1 or values > MAX_SYNTHETIC_VALUES:
+        raise ArchDataError(
+            f"synthetic data of {size:,} examples of shape {list(input_shape)} would hold {values:,} values",
+            None,
+            f"ask for at least 1 and at most {MAX_SYNTHETIC_VALUES:,} values (1 GiB of float32) in all",
+        )
     generator = torch.Generator().manual_seed(SPLIT_SEED)
     templates = torch.randn(10, *input_shape, generator=generator)
     labels = torch.arange(size + size // 4) % 10
@@ -133,7 +158,7 @@ def _torchvision(kind: str, path: str, input_shape: tuple[int, ...]) -> Data:
         if kind == "cifar10":
             train = datasets.CIFAR10(path, train=True, transform=transform, download=False)
             test = datasets.CIFAR10(path, train=False, transform=transform, download=False)
-            return Data(train, test, 10, "cifar10")
+            return Data(train, test, 10, "cifar10", resize_note("cifar10", (3, 32, 32), input_shape))
         full = datasets.ImageFolder(path, transform=transform)
     except (RuntimeError, FileNotFoundError, OSError) as err:
         raise ArchDataError(f"cannot read {kind} data at {path}: {err}", None, code="E803") from None

@@ -2,9 +2,12 @@
 
 Checkpoints are self-contained (the ``.arch`` sources, overrides, model,
 optimizer, scheduler, epoch, RNG state and history), written atomically by
-rank 0 after every epoch, and loadable with ``torch.load(weights_only=True)``.
-Data order depends only on (seed, epoch), so a run resumed after epoch k ends
-with the same weights as one that never stopped.
+rank 0 after every epoch with a SHA-256 of their contents, and loadable with
+``torch.load(weights_only=True)``. Data order depends only on (seed, epoch),
+so a run resumed after epoch k ends with the same weights as one that never
+stopped. A resumed run checks the whole training state first
+(:mod:`archdsl.train.state`); a larger ``epochs`` extends it, its schedule
+then continuing as if the run had been planned that long from the start.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,10 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from archdsl import api
+from archdsl.checkpoint import remove_stale_temporaries
+from archdsl.errors import ArchCheckpointError
 from archdsl.train.data import ArchDataError, Data, load_data
+from archdsl.train.state import check_optimizer_state, check_scheduler_state, check_training, fail
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -36,7 +43,7 @@ class TrainConfig:
     arch: str
     overrides: dict[str, Any] = field(default_factory=dict)
     data: str = "digits"
-    epochs: int = 10
+    epochs: int | None = None  # None: 10 for a new run, the checkpoint's for a resumed one (a larger one extends it)
     batch_size: int = 64
     optimizer: str = "sgd"  # "sgd" (with momentum) or "adamw"
     lr: float | None = None  # default: 0.1 for SGD, 1e-3 for AdamW
@@ -55,15 +62,25 @@ class TrainConfig:
     progress: bool = True
     synthetic_size: int = 512
     stop_after: int = 0  # stop this process after so many epochs (0: run to the end); the schedule is unchanged
+    trust_modified: bool = False  # resume from a checkpoint whose contents do not match its hash, or that has none
 
 
 @dataclass
 class TrainResult:
-    """The trained model (unwrapped) and the per-epoch history."""
+    """The trained model (unwrapped), the per-epoch history and the notes reported on the way."""
 
     model: nn.Module
     history: list[dict[str, float]]
     out: Path
+    notes: list[str] = field(default_factory=list)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; ``checkpoint`` is the file to resume from (None before the first epoch ended)."""
+
+    def __init__(self, checkpoint: Path | None) -> None:
+        super().__init__()
+        self.checkpoint = checkpoint
 
 
 class Distributed:
@@ -140,7 +157,10 @@ def _optimizer(model: nn.Module, config: TrainConfig):
 
 
 def train(config: TrainConfig, reporter=None) -> TrainResult:
-    """Train ``config.arch`` on ``config.data``; returns the model and history (see the module docstring)."""
+    """Train ``config.arch`` on ``config.data``; returns the model and history (see the module docstring).
+
+    Ctrl-C raises :class:`TrainingInterrupted`, which names the checkpoint to resume from.
+    """
     env = Distributed(config.device)
     try:
         return _train(config, env, reporter)
@@ -148,28 +168,50 @@ def train(config: TrainConfig, reporter=None) -> TrainResult:
         env.close()
 
 
-# What a resumed run takes from the command line rather than from its checkpoint.
-_NOT_RESTORED = ("resume", "stop_after", "device", "progress", "out")
+DEFAULT_EPOCHS = 10
+
+# What a resumed run takes from the command line rather than from its checkpoint (and `epochs`, when given).
+_NOT_RESTORED = ("resume", "stop_after", "device", "progress", "out", "trust_modified", "epochs")
+
+
+class _Notes:
+    """What the user should know (a resize, a stale file removed): told once on rank 0, kept for the result."""
+
+    def __init__(self, reporter, main: bool) -> None:
+        self.reporter, self.main, self.messages = reporter, main, []
+
+    def __call__(self, message: str) -> None:
+        self.messages.append(message)
+        if self.main and hasattr(self.reporter, "note"):
+            self.reporter.note(message)
 
 
 def _train(config: TrainConfig, env: Distributed, reporter) -> TrainResult:
-    payload = _read_checkpoint(config.resume) if config.resume else None
-    if payload is not None:
+    note = _Notes(reporter, env.main)
+    training = None
+    if config.resume:
         # A resumed run is the same run: its data, schedule and optimizer come from the checkpoint.
-        for key, value in payload["training"]["config"].items():
-            if key not in _NOT_RESTORED and hasattr(config, key):
-                setattr(config, key, value)
-        config.overrides = dict(payload["overrides"])
-        config.out = config.out or str(Path(config.resume).parent)
+        payload, training, planned = _resume(config, note)
         model = api.load_checkpoint(config.resume, payload)
+        config.overrides = dict(model.meta["archdsl"]["overrides"])
         graph = api.graph_of_module(model)
     else:
+        config.epochs = DEFAULT_EPOCHS if config.epochs is None else config.epochs
         built = api.build(config.arch, compile=False, params=config.overrides)
         graph = built.graph
-    data = load_data(config.data, graph.nodes[graph.graph["inputs"][0]]["shape"], synthetic_size=config.synthetic_size)
-    check_fit(graph, data)
     out = Path(config.out or os.path.join("runs", graph.graph["name"]))
-    if payload is None:
+    _check_run_folder(out)
+    if training is not None and training["epoch"] >= config.epochs:
+        note(
+            f"nothing to train: {config.resume} has trained all {config.epochs} epochs of its run; "
+            f"pass --epochs N with N > {config.epochs} to train further"
+        )
+        return TrainResult(model, list(training["history"]), out, note.messages)
+    data = load_data(config.data, graph.nodes[graph.graph["inputs"][0]]["shape"], synthetic_size=config.synthetic_size)
+    if data.note:
+        note(data.note)
+    check_fit(graph, data)
+    if training is None:
         model = built.compile(seed=config.seed, memory_efficient=config.memory_efficient).module
     model = model.to(env.device)
     if config.channels_last and env.device.type == "cuda":
@@ -178,14 +220,10 @@ def _train(config: TrainConfig, env: Distributed, reporter) -> TrainResult:
     scheduler = _schedule(optimizer, config)
     history: list[dict[str, float]] = []
     start = 0
-    if payload is not None:
-        optimizer.load_state_dict(payload["training"]["optimizer"])
-        scheduler.load_state_dict(payload["training"]["scheduler"])
-        history = list(payload["training"]["history"])
-        start = int(payload["training"]["epoch"])
-        torch.set_rng_state(payload["training"]["rng"])
-        if torch.cuda.is_available() and payload["training"].get("cuda_rng"):
-            torch.cuda.set_rng_state_all(payload["training"]["cuda_rng"])
+    if training is not None:
+        scheduler = _restore(training, optimizer, scheduler, config, planned)
+        history = list(training["history"])
+        start = training["epoch"]
     else:
         torch.manual_seed(config.seed)
     wrapped = nn.parallel.DistributedDataParallel(model) if env.world > 1 else model
@@ -194,49 +232,166 @@ def _train(config: TrainConfig, env: Distributed, reporter) -> TrainResult:
     test_loader = DataLoader(data.test, batch_size=256)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     if env.main:
-        out.mkdir(parents=True, exist_ok=True)
+        _make_run_folder(out)
         _keep_metrics(out / METRICS_NAME, start)
     last = config.epochs if not config.stop_after else min(config.epochs, start + config.stop_after)
-    for epoch in range(start, last):
-        sampler.set_epoch(epoch)
-        began = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trains at
-        train_loss, train_acc, seen, train_seconds = _epoch(
-            wrapped, loader, optimizer, criterion, config, env, epoch, reporter
+    saved = Path(config.resume) if config.resume else None
+    try:
+        for epoch in range(start, last):
+            sampler.set_epoch(epoch)
+            began = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trains at
+            train_loss, train_acc, seen, train_seconds = _epoch(
+                wrapped, loader, optimizer, criterion, config, env, epoch, reporter
+            )
+            if env.world > 1:
+                # DDP's forward shares rank 0's buffers; after the last step they differ again until shared.
+                for buffer in model.buffers():
+                    dist.broadcast(buffer, src=0)
+            scheduler.step()
+            test_loss, test_acc = evaluate_model(model, test_loader, env.device, criterion)
+            seconds = time.perf_counter() - began
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": round(train_loss, 6),
+                "train_acc": round(train_acc, 6),
+                "test_loss": round(test_loss, 6),
+                "test_acc": round(test_acc, 6),
+                "lr": lr,
+                "images_per_s": round(seen / max(1e-9, train_seconds), 1),
+                "seconds": round(seconds, 3),
+            }
+            history.append(record)
+            if env.main:
+                _append_metrics(out / METRICS_NAME, record)
+                for stale in remove_stale_temporaries(out / CHECKPOINT_NAME):
+                    note(f"removed {stale}, left behind by a save that was interrupted")
+                save_training_checkpoint(out / CHECKPOINT_NAME, model, optimizer, scheduler, epoch + 1, history, config)
+                saved = out / CHECKPOINT_NAME
+                plot_history(history, out / PLOT_NAME, title=graph.graph["name"])
+                if reporter is not None:
+                    reporter.epoch_done(record, config.epochs)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(saved) from None
+    return TrainResult(model, history, out, note.messages)
+
+
+def _resume(config: TrainConfig, note) -> tuple[dict, dict, int]:
+    """Read and check ``config.resume`` and take the run's settings from it; returns the payload, the training
+    state and the number of epochs the run was planned with."""
+    path = config.resume
+    payload = api.read_checkpoint(path, verify=not config.trust_modified)
+    if "training" not in payload:
+        raise ArchDataError(f"{path} is not a training checkpoint (nothing to resume)", None, code="E807")
+    training = check_training(payload, path)
+    for key, value in training["config"].items():
+        if key not in _NOT_RESTORED and hasattr(config, key):
+            setattr(config, key, value)
+    config.out = config.out or str(Path(path).parent)
+    planned, done = training["config"]["epochs"], training["epoch"]
+    asked, config.epochs = config.epochs, planned if config.epochs is None else config.epochs
+    if config.epochs < done:
+        raise ArchDataError(
+            f"{path} has trained {done} epochs already; --epochs {asked} cannot shorten the run",
+            None,
+            f"pass --epochs N with N > {done} to train further"
+            + (f", or leave --epochs out to finish the planned {planned}" if done < planned else ""),
+            code="E807",
         )
-        if env.world > 1:
-            # DDP's forward shares rank 0's buffers; after the last step they differ again until shared.
-            for buffer in model.buffers():
-                dist.broadcast(buffer, src=0)
-        scheduler.step()
-        test_loss, test_acc = evaluate_model(model, test_loader, env.device, criterion)
-        seconds = time.perf_counter() - began
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": round(train_loss, 6),
-            "train_acc": round(train_acc, 6),
-            "test_loss": round(test_loss, 6),
-            "test_acc": round(test_acc, 6),
-            "lr": lr,
-            "images_per_s": round(seen / max(1e-9, train_seconds), 1),
-            "seconds": round(seconds, 3),
-        }
-        history.append(record)
-        if env.main:
-            with open(out / METRICS_NAME, "a", encoding="utf-8") as metrics:
-                metrics.write(json.dumps(record) + "\n")
-            save_training_checkpoint(out / CHECKPOINT_NAME, model, optimizer, scheduler, epoch + 1, history, config)
-            if reporter is not None:
-                reporter.epoch_done(record, config.epochs)
-    if env.main and history:
-        plot_history(history, out / PLOT_NAME, title=graph.graph["name"])
-    return TrainResult(model, history, out)
+    if done < config.epochs != planned:
+        note(
+            f"the run now has {config.epochs} epochs instead of {planned}: from epoch {done + 1} on, the "
+            f"{config.schedule} schedule gives the rates of a run planned for {config.epochs} epochs"
+        )
+    return payload, training, planned
+
+
+def _restore(training: dict, optimizer, scheduler, config: TrainConfig, planned: int):
+    """Load the checked optimizer, scheduler and RNG states; returns the scheduler to train with.
+
+    When the run's length changed, the saved schedule is replaced by a fresh
+    one for the new length, stepped over the epochs already trained.
+    """
+    path = config.resume
+    check_optimizer_state(training["optimizer"], optimizer, path)
+    rescheduled = config.epochs != planned
+    if not rescheduled:
+        check_scheduler_state(training["scheduler"], scheduler, path)
+    for field_name, load in (
+        ("training.optimizer", lambda: optimizer.load_state_dict(training["optimizer"])),
+        ("training.scheduler", None if rescheduled else lambda: scheduler.load_state_dict(training["scheduler"])),
+        ("training.rng", lambda: torch.set_rng_state(training["rng"])),
+        ("training.cuda_rng", lambda: _set_cuda_rng(training.get("cuda_rng") or [])),
+    ):
+        try:
+            if load is not None:
+                load()
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as err:
+            raise fail(path, field_name, f"cannot be loaded: {err}") from None
+    return _fast_forward(optimizer, config, training["epoch"]) if rescheduled else scheduler
+
+
+def _fast_forward(optimizer, config: TrainConfig, epochs: int):
+    """A fresh schedule for ``config.epochs`` epochs, stepped ``epochs`` times: the rate is then the one a run
+    planned that long from the start trains its next epoch at."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"]
+    scheduler = _schedule(optimizer, config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # stepping a schedule without optimizer steps is the point
+        for _ in range(epochs):
+            scheduler.step()
+    return scheduler
+
+
+def _set_cuda_rng(states: list[torch.Tensor]) -> None:
+    if torch.cuda.is_available():
+        for index, state in enumerate(states[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, index)
+
+
+def _check_run_folder(out: Path) -> None:
+    """E808 before any work when ``out`` cannot be the run folder: a file, or under a folder it cannot be made in."""
+    if out.exists() and not out.is_dir():
+        raise ArchDataError(
+            f"cannot use {out} as the run folder: it is a file",
+            None,
+            "--out names a folder (it holds checkpoint.pt, metrics.jsonl and curves.png); choose another",
+            code="E808",
+        )
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not out.exists() and not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
+        reason = f"{parent} is not writable" if parent.is_dir() else f"{parent} is a file, not a folder"
+        raise ArchDataError(f"cannot make the run folder {out}: {reason}", None, "choose another --out", code="E808")
+
+
+def _make_run_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ArchDataError(
+            f"cannot make the run folder {out}: {err.strerror or err}", None, "choose another --out", code="E808"
+        ) from None
 
 
 def _keep_metrics(path: Path, epochs: int) -> None:
     """Keep the metrics of the first ``epochs`` epochs only (a fresh run starts an empty file)."""
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)[:epochs] if path.exists() else []
-    path.write_text("".join(lines), encoding="utf-8")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)[:epochs] if path.exists() else []
+        path.write_text("".join(lines), encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or err
+        raise ArchDataError(f"cannot write {path}: {reason}", None, code="E808") from None
+
+
+def _append_metrics(path: Path, record: dict) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as metrics:
+            metrics.write(json.dumps(record) + "\n")
+    except OSError as err:
+        raise ArchDataError(f"cannot write {path}: {err.strerror or err}", None, code="E808") from None
 
 
 def _epoch(model, loader, optimizer, criterion, config, env, epoch, reporter) -> tuple[float, float, int, float]:
@@ -287,11 +442,31 @@ def evaluate_model(model: nn.Module, loader: DataLoader, device, criterion=None)
     return total_loss / max(1, seen), correct / max(1, seen)
 
 
-def evaluate(checkpoint: str, data_spec: str, device: str = "auto", batch_size: int = 256) -> dict[str, float]:
-    """Accuracy and loss of a checkpoint on a dataset's test split."""
+def evaluate(
+    checkpoint: str,
+    data_spec: str,
+    device: str = "auto",
+    batch_size: int = 256,
+    *,
+    network: str | None = None,
+    verify: bool = True,
+) -> dict[str, Any]:
+    """Accuracy and loss of a checkpoint on a dataset's test split.
+
+    ``network``: the name the checkpoint's network must have (E609 before
+    any evaluation otherwise). ``verify=False`` reads a checkpoint whose
+    contents do not match its hash.
+    """
     target = Distributed(device).device if int(os.environ.get("WORLD_SIZE", "1")) == 1 else torch.device("cpu")
-    model = api.load_checkpoint(checkpoint)
+    model = api.load_checkpoint(checkpoint, verify=verify)
     graph = api.graph_of_module(model)
+    if network is not None and graph.graph["name"] != network:
+        raise ArchCheckpointError(
+            f"{checkpoint} holds the network `{graph.graph['name']}`, not `{network}`",
+            None,
+            f"evaluate it as `{graph.graph['name']}`, or pass the checkpoint of `{network}`",
+            code="E609",
+        )
     data = load_data(data_spec, graph.nodes[graph.graph["inputs"][0]]["shape"])
     check_fit(graph, data)
     loss, acc = evaluate_model(model.to(target), DataLoader(data.test, batch_size=batch_size), target)
@@ -301,6 +476,7 @@ def evaluate(checkpoint: str, data_spec: str, device: str = "auto", batch_size: 
         "samples": len(data.test),
         "network": graph.graph["name"],
         "overrides": dict(model.meta["archdsl"]["overrides"]),
+        "note": data.note,
     }
 
 
@@ -319,30 +495,39 @@ def save_training_checkpoint(path: Path, model, optimizer, scheduler, epoch, his
     api.atomic_save(api.seal(payload), path)
 
 
-def _read_checkpoint(path: str) -> dict:
-    payload = api.read_checkpoint(path)
-    if "training" not in payload:
-        raise ArchDataError(f"{path} is not a training checkpoint (nothing to resume)", None, code="E807")
-    return payload
-
-
-def plot_history(history: list[dict[str, float]], path: Path, title: str = "") -> None:
-    """Loss and accuracy curves (train and test) per epoch, as a PNG (no pyplot: the caller's backend is left alone)."""
+def history_figure(history: list[dict[str, float]], title: str = ""):
+    """Loss (on a logarithmic axis: the first epoch's loss may be 50 times the rest) and accuracy, train and test."""
     from matplotlib.figure import Figure
 
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(10, 4))
     left, right = fig.subplots(1, 2)
-    left.plot(epochs, [h["train_loss"] for h in history], label="train")
-    left.plot(epochs, [h["test_loss"] for h in history], label="test")
+    left.plot(epochs, [h["train_loss"] for h in history], label="train", marker=".")
+    left.plot(epochs, [h["test_loss"] for h in history], label="test", marker=".")
+    left.set_yscale("log")
     left.set_xlabel("epoch")
-    left.set_ylabel("loss")
+    left.set_ylabel("loss (log scale)")
     left.legend()
-    right.plot(epochs, [100 * h["train_acc"] for h in history], label="train")
-    right.plot(epochs, [100 * h["test_acc"] for h in history], label="test")
+    right.plot(epochs, [100 * h["train_acc"] for h in history], label="train", marker=".")
+    right.plot(epochs, [100 * h["test_acc"] for h in history], label="test", marker=".")
     right.set_xlabel("epoch")
     right.set_ylabel("accuracy (%)")
     right.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    return fig
+
+
+def plot_history(history: list[dict[str, float]], path: Path, title: str = "") -> None:
+    """Write :func:`history_figure` as a PNG, atomically (no pyplot: the caller's backend is left alone)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        history_figure(history, title).savefig(tmp, dpi=100, format="png")
+        os.replace(tmp, target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise ArchDataError(f"cannot write {target}: {err.strerror or err}", None, code="E808") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -32,10 +32,18 @@ class RichReporter:
         if self.progress is not None:
             self.progress.update(self.task, advance=1, loss=loss, acc=acc, rate=rate)
 
-    def epoch_done(self, record: dict, epochs: int) -> None:
+    def note(self, message: str) -> None:
+        """Something the user should know, on a line of its own."""
+        self.console.print(f"note: {message}", markup=False, highlight=False)
+
+    def close(self) -> None:
+        """Stop the live bar (after Ctrl-C, or before anything else is printed)."""
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+    def epoch_done(self, record: dict, epochs: int) -> None:
+        self.close()
         self.console.print(
             f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f} acc {record['train_acc']:.2%}"
             f"  test loss {record['test_loss']:.4f} acc {record['test_acc']:.2%}"
