@@ -1,9 +1,10 @@
 """The grammar as parsers: ``grammars/arch.lark`` built into LALR parsers, and its postlexer.
 
 :func:`parser` is the cached parser of whole files, :func:`expression_parser`
-the cached parser of one expression; :func:`build_parser` builds a variant of
-the first (the formatter keeps every token). This module holds no AST and no
-diagnostics, so every other stage may import it.
+the cached parser of one expression; :func:`build_parser` and
+:func:`build_expression_parser` build variants of them (the formatter keeps
+every token; :mod:`archdsl.parse` builds its AST while parsing). This module
+holds no AST and no diagnostics, so every other stage may import it.
 """
 
 from __future__ import annotations
@@ -77,16 +78,21 @@ class Postlexer:
 
 
 def build_parser(**options) -> Lark:
-    """A Lark parser of ``.arch`` files as :func:`parser`; ``options`` add to Lark's (e.g. lexer callbacks)."""
+    """A Lark parser of ``.arch`` files as :func:`parser`; ``options`` add to Lark's or replace them.
+
+    The formatter adds lexer callbacks; :mod:`archdsl.parse` gives a
+    transformer, which builds its AST while parsing.
+    """
+    settings = {"propagate_positions": True, "maybe_placeholders": True, **options}
     return Lark(
-        grammar_path().read_text(encoding="utf-8"),
-        parser="lalr",
-        lexer="contextual",
-        postlex=Postlexer(),
-        propagate_positions=True,
-        maybe_placeholders=True,
-        **options,
+        grammar_path().read_text(encoding="utf-8"), parser="lalr", lexer="contextual", postlex=Postlexer(), **settings
     )
+
+
+def build_expression_parser(**options) -> Lark:
+    """A Lark parser of one expression as :func:`expression_parser`; ``options`` add to Lark's or replace them."""
+    settings = {"propagate_positions": True, "maybe_placeholders": True, **options}
+    return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", lexer="contextual", start="expr", **settings)
 
 
 @cache
@@ -98,11 +104,4 @@ def parser() -> Lark:
 @cache
 def expression_parser() -> Lark:
     """The parser of one expression, without the postlexer (built once)."""
-    return Lark(
-        grammar_path().read_text(encoding="utf-8"),
-        parser="lalr",
-        lexer="contextual",
-        propagate_positions=True,
-        maybe_placeholders=True,
-        start="expr",
-    )
+    return build_expression_parser()

@@ -67,15 +67,14 @@ def to_networkx(
     g = cls()
     g.graph.update(graph_attrs)
     records = list(nodes)
-    for node in records:
-        attrs = {name: getattr(node, name) for name in NODE_ATTRS}
-        attrs["inputs"] = node.sources
-        attrs["record"] = node
-        g.add_node(node.path, **attrs)
+    # In bulk, with the fields straight from each record's __dict__: big graphs are built in one pass each.
+    g.add_nodes_from((node.path, {**vars(node), "inputs": node.sources, "record": node}) for node in records)
+    edges: dict[tuple[str, str], dict[str, Any]] = {}
     for node in records:
         for position, item in enumerate(node.inputs):
-            if not g.has_edge(item.source, node.path):
-                g.add_edge(item.source, node.path, kind=item.kind, position=position, span=item.span)
+            if (item.source, node.path) not in edges:  # an edge records a source's first use
+                edges[item.source, node.path] = {"kind": item.kind, "position": position, "span": item.span}
+    g.add_edges_from((source, target, attrs) for (source, target), attrs in edges.items())
     g.graph["total_params"] = sum(n.params for n in records)
     g.graph["total_macs"] = sum(n.macs for n in records)
     return g

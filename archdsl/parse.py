@@ -1,21 +1,24 @@
 """Stage 1: text -> typed AST (:class:`archdsl.syntax.Module`).
 
-The cached LALR parser of :mod:`archdsl.grammar` reads the text; a
-transformer turns its Lark trees into frozen dataclasses with spans.
+The LALR parser of :mod:`archdsl.grammar` reads the text and builds frozen
+dataclasses with spans as it reduces (:class:`_Builder`): no Lark tree is
+made, so none has to be walked again.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
+import threading
 
-from lark import Token, Transformer_NonRecursive, v_args
-from lark.exceptions import UnexpectedInput, VisitError
+from lark import Lark, Token
+from lark.exceptions import UnexpectedInput
 
 from archdsl import limits
 from archdsl import syntax as ast
 from archdsl.errors import ArchError, ArchSyntaxError, ArchTypeError, Span, combine
-from archdsl.grammar import TooComplex, expression_parser, parser
+from archdsl.grammar import TooComplex, build_expression_parser, build_parser
 from archdsl.syntax_errors import blank_line, recoverable, syntax_error
 
 MAX_SYNTAX_ERRORS = 20
@@ -56,303 +59,374 @@ def int_literal(text: str, span: Span) -> int:
     raise ArchTypeError(f"integer {shown} is out of range (|n| <= {limits.int_bound(most)})", span, code="E303")
 
 
-class _ToAst(Transformer_NonRecursive):
-    """Lark tree -> frozen dataclasses. Spans come from ``meta`` (propagated positions)."""
+class _Piece:
+    """What a grammar rule built, and the extent of the text it covers (its first to its last token).
 
-    def __init__(self, file: str, line_offset: int = 0, column_offset: int = 0) -> None:
-        super().__init__()
-        self.file = file
-        self.line_offset = line_offset
-        self.column_offset = column_offset
-        self.errors: list[ArchError] = []  # found in strings the grammar cannot see into (names templates)
+    The extent includes punctuation that the value's own span may leave
+    out: the parentheses around ``(a + b)``, which Lark calls its container.
+    """
 
-    def _span(self, meta_or_tok) -> Span:
-        line = meta_or_tok.line
-        col = meta_or_tok.column
-        end_line = meta_or_tok.end_line
-        end_col = meta_or_tok.end_column
+    __slots__ = ("value", "line", "column", "end_line", "end_column")
+
+    def __init__(self, value, first, last) -> None:
+        self.value = value
+        self.line = first.line
+        self.column = first.column
+        self.end_line = last.end_line
+        self.end_column = last.end_column
+
+
+class _Empty:
+    """What a grammar rule built from no text at all (an empty body): it has no extent."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+
+def _ends(children) -> tuple:
+    """The first and the last child that take up text (a token or a :class:`_Piece`), or ``(None, None)``."""
+    if not children:
+        return None, None
+    first, last = children[0], children[-1]
+    if first is None or first.__class__ is _Empty:
+        first = next((c for c in children if c is not None and c.__class__ is not _Empty), None)
+        if first is None:
+            return None, None
+    if last is None or last.__class__ is _Empty:
+        last = next(c for c in reversed(children) if c is not None and c.__class__ is not _Empty)
+    return first, last
+
+
+def _values(children) -> list:
+    """The values the sub-rules of a rule built, in order (tokens and absent optional parts left out)."""
+    return [c.value for c in children if isinstance(c, (_Piece, _Empty))]
+
+
+class _Builder:
+    """Builds the typed AST while the LALR parser reduces, one method per grammar rule.
+
+    The parser (:func:`_ast_parser`) keeps every token, so a rule's children
+    are its tokens and what its sub-rules built (:class:`_Piece`), with
+    ``None`` for each symbol of an absent ``[...]`` part; a rule's extent runs
+    from its first child to its last, as Lark's ``propagate_positions`` would
+    put it, without building a parse tree and walking it again.
+
+    One builder serves one cached parser; the file, the offsets and the errors
+    of the parse in progress are per thread (:meth:`begin`).
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def begin(self, file: str, line_offset: int = 0, column_offset: int = 0) -> list[ArchError]:
+        """Set up for one parse; returns the list that gathers errors found inside strings and literals."""
+        state = self._local
+        state.where = (file, line_offset, column_offset)
+        state.errors = []
+        return state.errors
+
+    # -- positions
+    def _piece(self, value, children) -> _Piece | _Empty:
+        first, last = _ends(children)
+        return _Empty(value) if first is None else _Piece(value, first, last)
+
+    def _span(self, where) -> Span:
+        """The span of a token or a piece; an expression's first line is written from its column offset on."""
+        file, line_offset, column_offset = self._local.where
+        line, column, end_line, end_column = where.line, where.column, where.end_line, where.end_column
         if line == 1:
-            col += self.column_offset
+            column += column_offset
         if end_line == 1:
-            end_col += self.column_offset
-        return Span(self.file, line + self.line_offset, col, end_line + self.line_offset, end_col)
+            end_column += column_offset
+        return Span(file, line + line_offset, column, end_line + line_offset, end_column)
 
-    def _end(self, tok) -> tuple[int, int]:
-        return tok.end_line + self.line_offset, tok.end_column
+    def _extent(self, children) -> Span:
+        """The span from the first child to the last."""
+        first, last = _ends(children)
+        file, line_offset, column_offset = self._local.where
+        line, column, end_line, end_column = first.line, first.column, last.end_line, last.end_column
+        if line == 1:
+            column += column_offset
+        if end_line == 1:
+            end_column += column_offset
+        return Span(file, line + line_offset, column, end_line + line_offset, end_column)
 
     # -- module level
-    @v_args(meta=True)
-    def start(self, meta, children):
-        doc = None
-        if children and isinstance(children[0], ast.Doc):
-            doc = children[0].text
-            children = children[1:]
-        children = [c for c in children if c is not None]
-        imports = tuple(c for c in children if isinstance(c, ast.Import))
-        defs = tuple(c for c in children if isinstance(c, ast.Definition))
-        return ast.Module(self.file, doc, imports, defs)
+    def start(self, children):
+        values = _values(children)
+        doc = values[0].text if values and isinstance(values[0], ast.Doc) else None
+        imports = tuple(v for v in values if isinstance(v, ast.Import))
+        defs = tuple(v for v in values if isinstance(v, ast.Definition))
+        return ast.Module(self._local.where[0], doc, imports, defs)
 
     def module_doc(self, children):
-        (tok,) = children
-        return ast.Doc(_unquote(tok), self._span(tok))
+        tok = children[0]
+        return self._piece(ast.Doc(_unquote(tok), self._span(tok)), children)
 
-    @v_args(meta=True)
-    def import_all(self, meta, children):
-        span = Span(self.file, meta.line + self.line_offset, meta.column, *self._end(children[0]))
-        return ast.Import(_unquote(children[0]), None, span)
+    def import_all(self, children):
+        keyword, tok = children[0], children[1]
+        span = self._span(_Piece(None, keyword, tok))
+        return self._piece(ast.Import(_unquote(tok), None, span), children)
 
-    @v_args(meta=True)
-    def import_some(self, meta, children):
-        names = children[1:]
-        span = Span(self.file, meta.line + self.line_offset, meta.column, *self._end(names[-1]))
-        return ast.Import(
-            _unquote(children[0]), tuple(str(t) for t in names), span, tuple(self._span(t) for t in names)
-        )
+    def import_some(self, children):
+        keyword, tok = children[0], children[1]
+        names = [c for c in children[3:] if isinstance(c, Token) and c.type == "NAME"]
+        span = self._span(_Piece(None, keyword, names[-1]))
+        spans = tuple(self._span(t) for t in names)
+        return self._piece(ast.Import(_unquote(tok), tuple(str(t) for t in names), span, spans), children)
 
-    @v_args(meta=True)
-    def definition(self, meta, children):
-        kind, name, params, body = children
+    def definition(self, children):
+        kind, name, params, body = children[0].value, children[1], children[2], children[4].value
         doc = next((s.text for s in body if isinstance(s, ast.Doc)), None)
-        return ast.Definition(
+        value = ast.Definition(
             kind=kind,
             name=str(name),
-            params=params or (),
+            params=params.value if params is not None else (),
             body=tuple(s for s in body if not isinstance(s, ast.Doc)),
             doc=doc,
-            span=self._span(meta),
+            span=self._extent(children),
             name_span=self._span(name),
         )
+        return self._piece(value, children)
 
     def kind(self, children):
-        return str(children[0])
+        return self._piece(str(children[0]), children)
 
     def params(self, children):
-        return tuple(c for c in children if c is not None)
+        return self._piece(tuple(_values(children)), children)
 
-    @v_args(meta=True)
-    def param(self, meta, children):
-        name, default = children
-        return ast.Param(str(name), default, self._span(meta))
+    def param(self, children):
+        name, default = children[0], children[2]
+        value = ast.Param(str(name), default.value if default is not None else None, self._extent(children))
+        return self._piece(value, children)
 
     def body(self, children):
-        return tuple(children)
+        return self._piece(tuple(_values(children)), children)
 
     # -- statements
-    @v_args(meta=True)
-    def doc_stmt(self, meta, children):
-        return ast.Doc(_unquote(children[0]), self._span(meta))
+    def doc_stmt(self, children):
+        return self._piece(ast.Doc(_unquote(children[0]), self._extent(children)), children)
 
-    @v_args(meta=True)
-    def input_stmt(self, meta, children):
-        return ast.InputDecl(str(children[0]), children[1], self._span(meta))
+    def input_stmt(self, children):
+        value = ast.InputDecl(str(children[1]), children[3].value, self._extent(children))
+        return self._piece(value, children)
 
-    @v_args(meta=True)
-    def output_stmt(self, meta, children):
-        return ast.OutputDecl(tuple(children), self._span(meta))
+    def output_stmt(self, children):
+        return self._piece(ast.OutputDecl(tuple(_values(children)), self._extent(children)), children)
 
-    @v_args(meta=True)
-    def let_stmt(self, meta, children):
-        return ast.Let(str(children[0]), children[1], self._span(meta))
+    def let_stmt(self, children):
+        return self._piece(ast.Let(str(children[1]), children[3].value, self._extent(children)), children)
 
-    @v_args(meta=True)
-    def skip_stmt(self, meta, children):
-        label, src, dst, policy, alias = children
-        return ast.Skip(
-            label=label[0] if label else None,
-            src=src,
-            dst=dst,
+    def skip_stmt(self, children):
+        label, src, dst, policy, alias = children[0], children[2], children[4], children[6], children[8]
+        value = ast.Skip(
+            label=label.value[0] if label is not None else None,
+            src=src.value,
+            dst=dst.value,
             policy=str(policy) if policy is not None else None,
-            alias=alias[0] if alias else None,
-            span=self._span(meta),
+            alias=alias.value[0] if alias is not None else None,
+            span=self._extent(children),
             policy_span=self._span(policy) if policy is not None else None,
         )
+        return self._piece(value, children)
 
-    @v_args(meta=True)
-    def if_stmt(self, meta, children):
-        cond, then, *rest = children
-        other = rest[0] if rest else None
+    def if_stmt(self, children):
+        cond, then, *rest = _values(children)
+        other = rest[0] if rest else ()
         if isinstance(other, ast.If):
             other = (other,)
-        return ast.If(cond, then, other or (), self._span(meta))
+        return self._piece(ast.If(cond, then, other, self._extent(children)), children)
 
-    @v_args(meta=True)
-    def assert_stmt(self, meta, children):
-        cond, message = children
-        return ast.Assert(cond, _unquote(message) if message is not None else None, self._span(meta))
-
-    @v_args(meta=True)
-    def chain(self, meta, children):
-        return ast.Chain(tuple(children), self._span(meta))
-
-    @v_args(meta=True)
-    def link(self, meta, children):
-        label, target = children
-        return ast.Link(
-            label=label[0] if label else None,
-            target=target,
-            span=self._span(meta),
-            label_span=label[1] if label else None,
+    def assert_stmt(self, children):
+        message = children[3]
+        value = ast.Assert(
+            children[1].value, _unquote(message) if message is not None else None, self._extent(children)
         )
+        return self._piece(value, children)
 
-    @v_args(meta=True)
-    def label(self, meta, children):
-        return (children[0][0], children[0][1])
+    def chain(self, children):
+        return self._piece(ast.Chain(tuple(_values(children)), self._extent(children)), children)
 
-    @v_args(meta=True)
-    def call(self, meta, children):
-        name, args = children
-        return ast.Call(str(name), args or (), self._span(meta), self._span(name))
+    def link(self, children):
+        label, target = children[0], children[1].value
+        value = ast.Link(
+            label=label.value[0] if label is not None else None,
+            target=target,
+            span=self._extent(children),
+            label_span=label.value[1] if label is not None else None,
+        )
+        return self._piece(value, children)
 
-    @v_args(meta=True)
-    def bare(self, meta, children):
-        path, span = children[0]
-        return ast.Ref(path, span)
+    def label(self, children):
+        return self._piece(children[0].value, children)
 
-    @v_args(meta=True)
-    def stage(self, meta, children):
-        name, args, count, *opts = children
+    def call(self, children):
+        name, args = children[0], children[2]
+        value = ast.Call(str(name), args.value if args is not None else (), self._extent(children), self._span(name))
+        return self._piece(value, children)
+
+    def bare(self, children):
+        path, span = children[0].value
+        return self._piece(ast.Ref(path, span), children)
+
+    def stage(self, children):
+        name = children[1]
+        x = next(i for i, c in enumerate(children) if isinstance(c, Token) and c.type == "X")
+        args = next((c.value for c in children[2:x] if isinstance(c, (_Piece, _Empty))), ())
+        count, *opts = _values(children[x + 1 :])
         first, connect, names, connect_span = (), None, None, None
-        for key, value in opts:
+        for key, option in opts:
             if key == "first":
-                first = value
+                first = option
             elif key == "connect":
-                connect, connect_span = value
+                connect, connect_span = option
             else:
-                names = value
+                names = option
         call_span = self._span(name)
-        call = ast.Call(str(name), args or (), call_span, call_span)
-        return ast.Stage(call, count, first, connect, names, self._span(meta), connect_span)
+        call = ast.Call(str(name), args, call_span, call_span)
+        value = ast.Stage(call, count, first, connect, names, self._extent(children), connect_span)
+        return self._piece(value, children)
 
     def stage_first(self, children):
-        return ("first", children[0] or ())
+        args = children[2]
+        return self._piece(("first", args.value if args is not None else ()), children)
 
     def stage_connect(self, children):
-        return ("connect", (str(children[0]), self._span(children[0])))
+        tok = children[2]
+        return self._piece(("connect", (str(tok), self._span(tok))), children)
 
     def stage_names(self, children):
-        tok = children[0]
+        tok = children[2]
         span = self._span(tok)
         try:
-            return ("names", parse_template(str(tok), span))
+            template = parse_template(str(tok), span)
         except ArchError as err:  # reported with the file's other syntax errors
-            self.errors.append(err)
-            return ("names", ast.Template((), span))
+            self._local.errors.append(err)
+            template = ast.Template((), span)
+        return self._piece(("names", template), children)
 
-    @v_args(meta=True)
-    def ref(self, meta, children):
-        (item,) = children
+    def ref(self, children):
+        item = children[0]
         if isinstance(item, Token):
-            return ast.Ref("in", self._span(item))
-        return ast.Ref(item[0], item[1])
+            return self._piece(ast.Ref("in", self._span(item)), children)
+        path, span = item.value
+        return self._piece(ast.Ref(path, span), children)
 
-    @v_args(meta=True)
-    def path(self, meta, children):
-        return (".".join(str(c) for c in children), self._span(meta))
+    def path(self, children):
+        text = str(children[0]) if len(children) == 1 else ".".join(str(c) for c in children if c.type != "DOT")
+        return self._piece((text, self._extent(children)), children)
 
     def args(self, children):
-        return tuple(children)
+        return self._piece(tuple(_values(children)), children)
 
-    @v_args(meta=True)
-    def arg(self, meta, children):
-        return ast.Arg(None, children[0], self._span(meta))
+    def arg(self, children):
+        return self._piece(ast.Arg(None, children[0].value, self._extent(children)), children)
 
-    @v_args(meta=True)
-    def kwarg(self, meta, children):
-        return ast.Arg(str(children[0]), children[1], self._span(meta))
+    def kwarg(self, children):
+        return self._piece(ast.Arg(str(children[0]), children[2].value, self._extent(children)), children)
 
     # -- expressions
-    @v_args(meta=True)
-    def ternary(self, meta, children):
-        then, cond, other = children
-        return ast.Ternary(cond, then, other, self._span(meta))
+    def ternary(self, children):
+        then, cond, other = children[0].value, children[2].value, children[4].value
+        return self._piece(ast.Ternary(cond, then, other, self._extent(children)), children)
 
-    def _fold(self, meta, op, children):
-        result = children[0]
-        for operand in children[1:]:
-            result = ast.Binary(op, result, operand, self._span(meta))
-        return result
+    def _binary(self, op, children):
+        value = ast.Binary(op, children[0].value, children[2].value, self._extent(children))
+        return self._piece(value, children)
 
-    @v_args(meta=True)
-    def or_(self, meta, children):
-        return self._fold(meta, "or", children)
+    def or_(self, children):
+        return self._binary("or", children)
 
-    @v_args(meta=True)
-    def and_(self, meta, children):
-        return self._fold(meta, "and", children)
+    def and_(self, children):
+        return self._binary("and", children)
 
-    @v_args(meta=True)
-    def not_(self, meta, children):
-        return ast.Unary("not", children[0], self._span(meta))
+    def not_(self, children):
+        return self._piece(ast.Unary("not", children[1].value, self._extent(children)), children)
 
-    @v_args(meta=True)
-    def compare(self, meta, children):
-        left, op, right = children
-        return ast.Binary(str(op), left, right, self._span(meta))
+    def compare(self, children):
+        return self._binary(str(children[1]), children)
 
-    @v_args(meta=True)
-    def binop(self, meta, children):
-        result = children[0]
-        for op, operand in zip(children[1::2], children[2::2], strict=False):
-            span = Span(self.file, result.span.line, result.span.column, operand.span.end_line, operand.span.end_column)
-            result = ast.Binary(str(op), result, operand, span)
-        return result
+    def binop(self, children):
+        left, right = children[0].value, children[2].value
+        span = Span(self._local.where[0], left.span.line, left.span.column, right.span.end_line, right.span.end_column)
+        return self._piece(ast.Binary(str(children[1]), left, right, span), children)
 
-    @v_args(meta=True)
-    def neg(self, meta, children):
-        return ast.Unary("-", children[0], self._span(meta))
+    def neg(self, children):
+        return self._piece(ast.Unary("-", children[1].value, self._extent(children)), children)
 
-    @v_args(meta=True)
-    def pow_(self, meta, children):
-        return ast.Binary("**", children[0], children[1], self._span(meta))
+    def unary(self, children):  # `+x`: x itself, written wider
+        return self._piece(children[1].value, children)
 
-    @v_args(meta=True)
-    def attr(self, meta, children):
-        return ast.Attr(children[0], str(children[1]), self._span(meta))
+    def atom(self, children):  # `(x)`: x itself, written wider
+        return self._piece(children[1].value, children)
 
-    @v_args(meta=True)
-    def index(self, meta, children):
-        return ast.Index(children[0], children[1], self._span(meta))
+    def pow_(self, children):
+        return self._binary("**", children)
 
-    @v_args(meta=True)
-    def funcall(self, meta, children):
-        name, args = children
-        return ast.FuncCall(str(name), args or (), self._span(meta))
+    def attr(self, children):
+        value = ast.Attr(children[0].value, str(children[2]), self._extent(children))
+        return self._piece(value, children)
+
+    def index(self, children):
+        value = ast.Index(children[0].value, children[2].value, self._extent(children))
+        return self._piece(value, children)
+
+    def funcall(self, children):
+        name, args = children[0], children[2]
+        value = ast.FuncCall(str(name), args.value if args is not None else (), self._extent(children))
+        return self._piece(value, children)
 
     def int_(self, children):
         tok = children[0]
         span = self._span(tok)
         try:
-            return ast.Literal(int_literal(tok, span), span)
+            value = int_literal(tok, span)
         except ArchError as err:  # reported with the file's other errors
-            self.errors.append(err)
-            return ast.Literal(0, span)
+            self._local.errors.append(err)
+            value = 0
+        return self._piece(ast.Literal(value, span), children)
 
     def float_(self, children):
         tok = children[0]
-        return ast.Literal(float(tok.replace("_", "")), self._span(tok))
+        return self._piece(ast.Literal(float(tok.replace("_", "")), self._span(tok)), children)
 
     def string(self, children):
         tok = children[0]
-        return ast.Literal(_unquote(tok), self._span(tok))
+        return self._piece(ast.Literal(_unquote(tok), self._span(tok)), children)
 
-    @v_args(meta=True)
-    def true(self, meta, children):
-        return ast.Literal(True, self._span(meta))
+    def true(self, children):
+        return self._piece(ast.Literal(True, self._extent(children)), children)
 
-    @v_args(meta=True)
-    def false(self, meta, children):
-        return ast.Literal(False, self._span(meta))
+    def false(self, children):
+        return self._piece(ast.Literal(False, self._extent(children)), children)
 
     def name(self, children):
         tok = children[0]
-        return ast.Name(str(tok), self._span(tok))
+        return self._piece(ast.Name(str(tok), self._span(tok)), children)
 
     def in_(self, children):
-        return ast.InputRef(self._span(children[0]))
+        return self._piece(ast.InputRef(self._span(children[0])), children)
 
-    @v_args(meta=True)
-    def list_(self, meta, children):
-        return ast.ListExpr(tuple(c for c in children if c is not None), self._span(meta))
+    def list_(self, children):
+        return self._piece(ast.ListExpr(tuple(_values(children)), self._extent(children)), children)
+
+
+_FILE_BUILDER = _Builder()
+_EXPRESSION_BUILDER = _Builder()
+
+
+@functools.cache
+def _ast_parser() -> Lark:
+    """The parser of whole files, building the AST as it goes (built once)."""
+    return build_parser(transformer=_FILE_BUILDER, keep_all_tokens=True, propagate_positions=False)
+
+
+@functools.cache
+def _ast_expression_parser() -> Lark:
+    """The parser of one expression, building its AST as it goes (built once)."""
+    return build_expression_parser(transformer=_EXPRESSION_BUILDER, keep_all_tokens=True, propagate_positions=False)
 
 
 def parse(text: str, file: str = "<string>") -> ast.Module:
@@ -366,8 +440,9 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
     current = text
     seen_lines: set[int] = set()
     while True:
+        found = _FILE_BUILDER.begin(file)
         try:
-            tree = parser().parse(current)
+            module = _ast_parser().parse(current)
         except TooComplex as err:
             line, column = err.token.line, err.token.column
             span = Span(file, line, column, line, column + max(1, len(err.token)))
@@ -384,16 +459,9 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
                 break
             current = retry
             continue
-        to_ast = _ToAst(file)
-        try:
-            module = to_ast.transform(tree)
-        except VisitError as err:
-            if isinstance(err.orig_exc, ArchError):
-                raise err.orig_exc.with_sources({file: text}) from None
-            raise  # pragma: no cover - a transformer bug
-        if not errors and not to_ast.errors:
+        if not errors and not found:
             return module
-        errors.extend(to_ast.errors[: max(0, MAX_SYNTAX_ERRORS - len(errors))])
+        errors.extend(found[: max(0, MAX_SYNTAX_ERRORS - len(errors))])
         break
     raise combine(errors, {file: text})
 
@@ -411,8 +479,10 @@ def _expression(text: str, file: str, places: list[tuple[int, int]]) -> ast.Expr
     written in one piece from ``places[0]`` on (true unless it holds an escape
     sequence, such as ``\\"`` in a string literal of a names template).
     """
+    line, column = places[0]
+    found = _EXPRESSION_BUILDER.begin(file, line - 1, column - 1)
     try:
-        tree = expression_parser().parse(text)
+        piece = _ast_expression_parser().parse(text)
     except UnexpectedInput as err:
         error = syntax_error(err, file, text)
         span = error.span
@@ -425,12 +495,9 @@ def _expression(text: str, file: str, places: list[tuple[int, int]]) -> ast.Expr
             message, offset, width = "the expression ends too early", len(text.rstrip()), 1
         line, column = places[offset]
         raise ArchSyntaxError(message, Span(file, line, column, line, column + max(1, width)), error.hint) from None
-    line, column = places[0]
-    to_ast = _ToAst(file, line - 1, column - 1)
-    expr = to_ast.transform(tree)
-    if to_ast.errors:
-        raise to_ast.errors[0]
-    return expr
+    if found:
+        raise found[0]
+    return piece.value
 
 
 def _string_places(raw: str, span: Span) -> tuple[str, list[tuple[int, int]]]:

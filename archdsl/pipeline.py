@@ -145,9 +145,10 @@ def build(
     graph_class: type[nx.DiGraph] = nx.DiGraph,
 ) -> Built:
     """Run the pipeline once on ``source``: the validated graph and, unless ``compile=False``, its module."""
-    program = load_source(source)
     overrides = dict(overrides or {})
-    built = Built(program, graph_of_program(program, network, overrides, graph_class), overrides)
+    with gc_paused():  # one pause for parsing and building: each resumption costs a full collection
+        program = load_source(source)
+        built = Built(program, graph_of_program(program, network, overrides, graph_class), overrides)
     if not compile:
         return built
     return built.compile(seed=seed, outputs=outputs, memory_efficient=memory_efficient, fuse=fuse)

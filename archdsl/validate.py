@@ -8,6 +8,9 @@ compiler and the renderer rely on it, so it runs before either sees a graph.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+
 import networkx as nx
 from torch import fx, nn
 
@@ -22,9 +25,6 @@ from archdsl.shapes import infer_shapes
 def validate(structure: Structure, graph_class: type[nx.DiGraph] = nx.DiGraph) -> nx.DiGraph:
     """Check and annotate a structural graph; returns the validated graph or raises every error found."""
     errors, structural, sources = structure.errors, structure.graph, structure.sources
-    cycles = find_cycles(structural)
-    if cycles:
-        raise combine(errors + cycles, sources)
     ordering = [
         (data["target"], node)
         for node, data in structural.nodes(data=True)
@@ -32,7 +32,10 @@ def validate(structure: Structure, graph_class: type[nx.DiGraph] = nx.DiGraph) -
     ]
     try:
         order = topological_order(structural, ordering)
-    except nx.NetworkXUnfeasible:
+    except nx.NetworkXUnfeasible:  # only now look for the cycles, which costs more than ordering
+        cycles = find_cycles(structural)
+        if cycles:
+            raise combine(errors + cycles, sources) from None
         raise combine(find_cycles(_with_edges(structural, ordering)), sources) from None
     infer_shapes(structural, errors, structure.poisoned, order)
     if errors:
@@ -118,13 +121,30 @@ def find_cycles(g: nx.DiGraph) -> list[ArchError]:
 
 
 def topological_order(g: nx.DiGraph, extra_edges: list[tuple[str, str]] = ()) -> list[str]:
-    """A deterministic topological order: ties broken by creation order."""
-    index = {n: i for i, n in enumerate(g.nodes)}
-    deps = nx.DiGraph()
-    deps.add_nodes_from(g.nodes)
-    deps.add_edges_from(g.edges)
-    deps.add_edges_from(extra_edges)
-    return list(nx.lexicographical_topological_sort(deps, key=index.__getitem__))
+    """A deterministic topological order: ties broken by creation order (raises NetworkXUnfeasible on a cycle).
+
+    The order of ``nx.lexicographical_topological_sort`` keyed by creation
+    order, worked out on integers: several times faster on big graphs.
+    """
+    nodes = list(g.nodes)
+    index = {node: i for i, node in enumerate(nodes)}
+    successors: list[list[int]] = [[] for _ in nodes]
+    waiting = [0] * len(nodes)  # predecessors not yet placed
+    for source, target in itertools.chain(g.edges, extra_edges):
+        successors[index[source]].append(index[target])
+        waiting[index[target]] += 1
+    ready = [i for i, count in enumerate(waiting) if count == 0]  # increasing, so already a heap
+    order: list[str] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(nodes[i])
+        for j in successors[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) < len(nodes):
+        raise nx.NetworkXUnfeasible("the graph has a cycle")
+    return order
 
 
 def check_reachability(g: nx.DiGraph) -> list[ArchError]:
@@ -199,28 +219,30 @@ def lint(g: nx.DiGraph) -> None:
     problems: list[str] = []
     order = list(g.nodes)
     position_of = {n: i for i, n in enumerate(order)}
-    if not nx.is_directed_acyclic_graph(g):
-        problems.append("the graph has a cycle")
+    # Every edge going forward in node order is what makes the graph acyclic (and cheaper to check than a search).
+    if any(position_of[source] >= position_of[target] for source, target in g.edges):
+        problems.append("the graph has a cycle, or its nodes are not in topological order")
+    required = ("args", "shape", "params", "macs", "span", "groups", "path")
     for node, data in g.nodes(data=True):
         spec = lookup(data.get("op", ""))
         if spec is None:
             problems.append(f"node `{node}` has the unknown op `{data.get('op')}`")
             continue
-        for key in ("args", "shape", "params", "macs", "span", "groups", "path"):
-            if key not in data:
-                problems.append(f"node `{node}` lacks the attribute `{key}`")
+        if not data.keys() >= set(required):
+            problems.extend(f"node `{node}` lacks the attribute `{key}`" for key in required if key not in data)
         shape = data.get("shape", ())
         if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
             problems.append(f"node `{node}` has the invalid shape {shape!r}")
-        if not all(p.isidentifier() or p.isdigit() for p in node.split(".")):
+        if not (node.isidentifier() or all(p.isidentifier() or p.isdigit() for p in node.split("."))):
             problems.append(f"node `{node}` is not a valid module path")
         inputs = data.get("inputs", ())
-        if set(inputs) != set(g.predecessors(node)):
+        in_edges = g.pred[node]
+        if set(inputs) != in_edges.keys():
             problems.append(f"the inputs of `{node}` ({list(inputs)}) are not its in-edges")
         if len(inputs) < spec.min_inputs or (spec.max_inputs is not None and len(inputs) > spec.max_inputs):
             problems.append(f"`{node}` ({spec.name}) has {len(inputs)} inputs")
         for position, src in enumerate(inputs):
-            d = g.edges[src, node] if g.has_edge(src, node) else {}
+            d = in_edges.get(src, {})
             if d.get("kind") not in EDGE_KINDS:
                 problems.append(f"edge `{src}` -> `{node}` has the kind {d.get('kind')!r}")
             if inputs.index(src) == position and d.get("position") != position:
