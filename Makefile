@@ -25,7 +25,8 @@ format: $(STAMP)
 	$(BIN)/ruff format archdsl tests
 
 fuzz: $(STAMP)
-	ARCHDSL_FUZZ_EXAMPLES=20000 $(BIN)/pytest -q tests/test_robustness.py
+	ARCHDSL_FUZZ_EXAMPLES=20000 $(BIN)/pytest -q tests/test_robustness.py tests/test_fuzz_values.py tests/test_fuzz_structure.py
+	ARCHDSL_FUZZ_EXAMPLES=500 $(BIN)/pytest -q tests/test_fuzz_checkpoints.py
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
