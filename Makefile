@@ -60,4 +60,4 @@ images: $(STAMP)
 
 # Every benchmark on the shipped defaults (about 25 minutes on 2 cores); one alone: python -m bench.NAME --help
 bench: $(STAMP) dot
-	$(BIN)/python -m bench render compiler train_step inference dense_memory compile_speed
+	$(BIN)/python -m bench render compiler parse_speed train_step inference dense_memory compile_speed

@@ -557,16 +557,20 @@ class Elaborator(StageExpander):
     def _resolve_edges(self) -> None:
         """Give every node its ordered ``inputs``; the graph's edges (one per pair) carry only topology."""
         positioned: dict[str, list[tuple[int, Input]]] = {}
+        edges: dict[tuple[str, str], Span] = {}  # each (source, target) pair once, where it was first made
         for source, target, kind, position, span in self.pending_edges:
             node = self.resolve(source)
             if node is None:
                 self.poisoned.add(target)
                 continue
             positioned.setdefault(target, []).append((position, Input(node, kind, span)))
-            if not self.graph.has_edge(node, target):
-                self.graph.add_edge(node, target, span=span)
+            edges.setdefault((node, target), span)
+        self.graph.add_edges_from((source, target, {"span": span}) for (source, target), span in edges.items())
         for node, data in self.graph.nodes(data=True):
-            data["inputs"] = [item for _, item in sorted(positioned.get(node, ()), key=lambda p: p[0])]
+            items = positioned.get(node, ())
+            if len(items) > 1:
+                items = sorted(items, key=lambda p: p[0])
+            data["inputs"] = [item for _, item in items]
         for node, data in self.graph.nodes(data=True):
             if data["op"] == "shortcut":
                 resolved = self.resolve(data["target"])

@@ -67,8 +67,11 @@ def to_networkx(
     g = cls()
     g.graph.update(graph_attrs)
     records = list(nodes)
-    # In bulk, with the fields straight from each record's __dict__: big graphs are built in one pass each.
-    g.add_nodes_from((node.path, {**vars(node), "inputs": node.sources, "record": node}) for node in records)
+    # In bulk, then each attribute dict filled from the record's own __dict__: big graphs are built fastest so.
+    g.add_nodes_from(node.path for node in records)
+    attributes = g.nodes
+    for node in records:
+        attributes[node.path].update(vars(node), inputs=node.sources, record=node)
     edges: dict[tuple[str, str], dict[str, Any]] = {}
     for node in records:
         for position, item in enumerate(node.inputs):

@@ -66,14 +66,15 @@ class _Piece:
     out: the parentheses around ``(a + b)``, which Lark calls its container.
     """
 
-    __slots__ = ("value", "line", "column", "end_line", "end_column")
+    __slots__ = ("value", "line", "column", "end_line", "end_column", "span")
 
-    def __init__(self, value, first, last) -> None:
+    def __init__(self, value, first, last, span: Span | None = None) -> None:
         self.value = value
         self.line = first.line
         self.column = first.column
         self.end_line = last.end_line
         self.end_column = last.end_column
+        self.span = span  # the Span of this extent, once made: a rule with this piece alone shares it
 
 
 class _Empty:
@@ -124,13 +125,22 @@ class _Builder:
         """Set up for one parse; returns the list that gathers errors found inside strings and literals."""
         state = self._local
         state.where = (file, line_offset, column_offset)
+        state.made = (None, None, None, None)  # the children, ends and span that _extent worked out last
         state.errors = []
         return state.errors
 
     # -- positions
     def _piece(self, value, children) -> _Piece | _Empty:
-        first, last = _ends(children)
-        return _Empty(value) if first is None else _Piece(value, first, last)
+        made = self._local.made
+        if made[0] is children:  # _extent has just worked this rule out
+            return _Piece(value, made[1], made[2], made[3])
+        if len(children) == 1 and children[0] is not None and children[0].__class__ is not _Empty:
+            first = last = children[0]  # the common case, without a call
+        else:
+            first, last = _ends(children)
+            if first is None:
+                return _Empty(value)
+        return _Piece(value, first, last, first.span if first is last and first.__class__ is _Piece else None)
 
     def _span(self, where) -> Span:
         """The span of a token or a piece; an expression's first line is written from its column offset on."""
@@ -143,15 +153,20 @@ class _Builder:
         return Span(file, line + line_offset, column, end_line + line_offset, end_column)
 
     def _extent(self, children) -> Span:
-        """The span from the first child to the last."""
+        """The span from the first child to the last (shared with that child when it is the only one)."""
         first, last = _ends(children)
-        file, line_offset, column_offset = self._local.where
-        line, column, end_line, end_column = first.line, first.column, last.end_line, last.end_column
-        if line == 1:
-            column += column_offset
-        if end_line == 1:
-            end_column += column_offset
-        return Span(file, line + line_offset, column, end_line + line_offset, end_column)
+        if first is last and first.__class__ is _Piece and first.span is not None:
+            span = first.span
+        else:
+            file, line_offset, column_offset = self._local.where
+            line, column, end_line, end_column = first.line, first.column, last.end_line, last.end_column
+            if line == 1:
+                column += column_offset
+            if end_line == 1:
+                end_column += column_offset
+            span = Span(file, line + line_offset, column, end_line + line_offset, end_column)
+        self._local.made = (children, first, last, span)
+        return span
 
     # -- module level
     def start(self, children):

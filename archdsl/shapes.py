@@ -259,7 +259,22 @@ def infer_shapes(g: nx.DiGraph, errors: list[ArchError], poisoned: frozenset[str
 
 
 def op_signature(spec: OpSpec) -> Signature:
-    """The op's parameters as the binder sees them, with its usage (``conv(out, k, stride=1, ...)``) as a hint."""
+    """The op's parameters as the binder sees them, with its usage (``conv(out, k, stride=1, ...)``) as a hint.
+
+    Made once per registered spec (every node binds its arguments against it).
+    """
+    known = _SIGNATURES.get(spec.name)
+    if known is not None and known[0] is spec:
+        return known[1]
+    signature = _signature(spec)
+    _SIGNATURES[spec.name] = (spec, signature)
+    return signature
+
+
+_SIGNATURES: dict[str, tuple[OpSpec, Signature]] = {}
+
+
+def _signature(spec: OpSpec) -> Signature:
     parts = [
         a.name if a.required else f"{a.name}={show(a.default) if a.default is not None else 'none'}" for a in spec.args
     ]

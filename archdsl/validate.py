@@ -41,7 +41,8 @@ def validate(structure: Structure, graph_class: type[nx.DiGraph] = nx.DiGraph) -
     if errors:
         raise combine(errors, sources)
     attrs = {**structural.graph, "sources": dict(sources), "file": structure.file}
-    final = to_networkx(_records(structural), attrs, graph_class)
+    # Inference rewrites the graph only to expand skip shortcuts; without one, the order found above still holds.
+    final = to_networkx(_records(structural, None if ordering else order), attrs, graph_class)
     problems = check_reachability(final) + check_module_paths(final) + check_size(final)
     if problems:
         raise combine(problems, sources)
@@ -56,11 +57,12 @@ def _with_edges(g: nx.DiGraph, edges: list[tuple[str, str]]) -> nx.DiGraph:
     return h
 
 
-def _records(g: nx.DiGraph) -> list[Node]:
-    """The node records of an inferred structural graph, in a deterministic topological order."""
+def _records(g: nx.DiGraph, order: list[str] | None = None) -> list[Node]:
+    """The node records of an inferred structural graph, in its deterministic topological ``order`` (found if None)."""
     records = []
-    for node in topological_order(g):
-        data = g.nodes[node]
+    nodes = g.nodes
+    for node in topological_order(g) if order is None else order:
+        data = nodes[node]
         shape = tuple(data["args"]["shape"]) if data["op"] == "input" else data["shape"]
         records.append(
             Node(
@@ -223,12 +225,13 @@ def lint(g: nx.DiGraph) -> None:
     if any(position_of[source] >= position_of[target] for source, target in g.edges):
         problems.append("the graph has a cycle, or its nodes are not in topological order")
     required = ("args", "shape", "params", "macs", "span", "groups", "path")
+    required_set = set(required)
     for node, data in g.nodes(data=True):
         spec = lookup(data.get("op", ""))
         if spec is None:
             problems.append(f"node `{node}` has the unknown op `{data.get('op')}`")
             continue
-        if not data.keys() >= set(required):
+        if not data.keys() >= required_set:
             problems.extend(f"node `{node}` lacks the attribute `{key}`" for key in required if key not in data)
         shape = data.get("shape", ())
         if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
