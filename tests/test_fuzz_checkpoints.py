@@ -22,7 +22,6 @@ import atexit
 import copy
 import functools
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -31,15 +30,13 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given, note
 from hypothesis import strategies as st
+from test_robustness import fuzz_settings
 
 import archdsl
 from archdsl.checkpoint import DIGEST_KEY, payload_digest, seal
 from archdsl.train import TrainConfig, train
-
-_FUZZ = os.environ.get("ARCHDSL_FUZZ_EXAMPLES")
-FUZZ_EXAMPLES = int(_FUZZ) if _FUZZ else None
 
 MLP = """\
 network mlp(num_classes = 10) {
@@ -48,18 +45,6 @@ network mlp(num_classes = 10) {
     out: linear(num_classes)
 }
 """
-
-
-def fuzz_settings(default_examples: int) -> settings:
-    """Derandomized ``default_examples`` by default; ``ARCHDSL_FUZZ_EXAMPLES`` random ones when set."""
-    return settings(
-        max_examples=FUZZ_EXAMPLES or default_examples,
-        deadline=None,
-        derandomize=FUZZ_EXAMPLES is None,
-        database=None,
-        print_blob=True,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
 
 
 # ---------------------------------------------------------------- the checkpoints and the contract
