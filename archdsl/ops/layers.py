@@ -297,6 +297,29 @@ _elementwise("sigmoid", torch.sigmoid, "logistic sigmoid")
 _elementwise("tanh", torch.tanh, "hyperbolic tangent")
 _elementwise("gelu", F.gelu, "Gaussian error linear unit")
 _elementwise("silu", F.silu, "sigmoid linear unit (swish)")
+# The in-place twins are the kernels F.relu6 / F.hardswish / F.hardsigmoid call with `inplace=True`
+# (torchvision's MobileNets use them so): the same numbers, forward and backward.
+_elementwise("relu6", F.relu6, "ReLU capped at 6: min(max(0, x), 6) (torch.nn.ReLU6)", in_place=torch._C._nn.relu6_)
+_elementwise(
+    "hardswish", F.hardswish, "hard swish: x * relu6(x + 3) / 6 (torch.nn.Hardswish)", in_place=torch._C._nn.hardswish_
+)
+_elementwise(
+    "hardsigmoid",
+    F.hardsigmoid,
+    "hard sigmoid: relu6(x + 3) / 6 (torch.nn.Hardsigmoid)",
+    in_place=torch._C._nn.hardsigmoid_,
+)
+register(
+    OpSpec(
+        name="leaky_relu",
+        summary="leaky ReLU: x, or slope * x below 0 (torch.nn.LeakyReLU)",
+        args=(ArgSpec("slope", "float", 0.01, doc="the slope below 0 (negative_slope)"),),
+        infer=_same,
+        # no in-place twin: torch cannot differentiate an in-place leaky ReLU whose slope is negative
+        emit=lambda call, inputs, args: call(F.leaky_relu, tuple(inputs), {"negative_slope": args["slope"]}),
+        label=lambda args: f"leaky_relu {args['slope']:g}",
+    )
+)
 register(
     OpSpec(
         name="identity",
