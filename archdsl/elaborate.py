@@ -48,17 +48,18 @@ from archdsl.expr import (
     try_evaluate,
     type_name,
 )
-from archdsl.frames import Frame, Group, NodeRef, Unresolved, lookup_name, resolve
+from archdsl.frames import Frame, Group, NodeRef, Unresolved, lookup_name, module_name_problem, resolve
 from archdsl.loader import Program, zoo_library_blocks
 from archdsl.node import Input
 from archdsl.ops import lookup, user_ops
 from archdsl.stages import StageExpander
+from archdsl.upstream import UpstreamShapes
 
 SHORTCUT_POLICIES = ("identity", "projection", "zeropad")
 DEFAULT_SHORTCUT_NAME = "downsample"
 
 
-class Elaborator(StageExpander):
+class Elaborator(StageExpander, UpstreamShapes):
     """Builds the structural graph of one network; collects every error on the way."""
 
     def __init__(self, program: Program) -> None:
@@ -72,6 +73,7 @@ class Elaborator(StageExpander):
         self._groups: tuple[Group, ...] = ()
         self._output_refs: list[NodeRef] = []
         self._name_skips: dict[str, dict[str, dict[int, int]]] = {}  # per prefix: see Frame.skips
+        self._init_upstream()
 
     # ------------------------------------------------------------ entry
 
@@ -222,16 +224,16 @@ class Elaborator(StageExpander):
         if isinstance(stmt, ast.OutputDecl):
             if frame.outputs is not None:
                 raise ArchNameError("`output` is declared twice", stmt.span, code="E212")
-            frame.outputs = list(stmt.refs)
+            frame.outputs = [self._static_ref(ref, scope) for ref in stmt.refs]
             return cursor
         raise TypeError(stmt)  # pragma: no cover
 
     def _concrete(self, expr: ast.Expr, scope: Scope, what: str) -> Any:
-        """Evaluate a value that decides structure, which therefore cannot wait for shapes."""
+        """Evaluate a value that decides structure now, inferring the shapes it reads (see :mod:`archdsl.upstream`)."""
         try:
             return evaluate(expr, scope)
         except NeedsShape:
-            raise _reads_shape(expr.span, what) from None
+            return evaluate(expr, scope.with_shapes(self._shape_now))
 
     def _condition(self, expr: ast.Expr, scope: Scope, what: str) -> bool:
         value = self._concrete(expr, scope, what)
@@ -271,6 +273,15 @@ class Elaborator(StageExpander):
     def _chain(self, chain: ast.Chain, definition, frame: Frame, scope: Scope, cursor):
         links = chain.links
         for index, link in enumerate(links):
+            if isinstance(link.label, ast.Template):
+                try:
+                    link = replace(link, label=self._path_text(link.label, scope))
+                except (ArchError, FailedValue) as err:
+                    if isinstance(err, ArchError):
+                        self.errors.append(err)
+                    link = replace(link, label=None)
+            if isinstance(link.target, ast.Ref) and isinstance(link.target.path, ast.Template):
+                link = replace(link, target=self._static_ref(link.target, scope))
             target = link.target
             starts_from_node = index == 0 and len(links) > 1 and isinstance(target, ast.Ref)
             if starts_from_node and link.label is None:
@@ -376,7 +387,7 @@ class Elaborator(StageExpander):
             input_spans=tuple(arg.span for arg in call.args if arg.name is None) if spec.inputs_in_args else (),
         )
         for position, source in enumerate(inputs):
-            self.pending_edges.append((source, node, spec.edge_kind(position), position, call.span))
+            self._edge(source, node, spec.edge_kind(position), position, call.span)
         if label:
             frame.names[label] = node
         return node
@@ -497,19 +508,50 @@ class Elaborator(StageExpander):
         if policy not in SHORTCUT_POLICIES:
             hint = did_you_mean(policy, SHORTCUT_POLICIES) or "policies: " + ", ".join(SHORTCUT_POLICIES)
             raise ArchNameError(f"unknown shortcut policy `{policy}`", skip.policy_span or skip.span, hint, code="E223")
-        source = self._ref(frame, skip.src)
-        target = self._ref(frame, skip.dst)
-        alias = skip.alias or frame.fresh(DEFAULT_SHORTCUT_NAME)
+        source = self._ref(frame, self._static_ref(skip.src, scope))
+        target = self._ref(frame, self._static_ref(skip.dst, scope))
+        label = self._path_text(skip.label, scope) if skip.label is not None else None
+        alias = self._path_text(skip.alias, scope) if skip.alias is not None else frame.fresh(DEFAULT_SHORTCUT_NAME)
         shortcut = self._add_node(
             frame, alias, skip.span, op="shortcut", call=(), scope=scope, policy=policy, target=target
         )
-        self.pending_edges.append((source, shortcut, "skip", 0, skip.span))
-        add = self._add_node(frame, skip.label or frame.fresh("add"), skip.span, op="add", call=(), scope=scope)
-        self.pending_edges.append((target, add, "flow", 0, skip.span))
-        self.pending_edges.append((shortcut, add, "skip", 1, skip.span))
-        if skip.label:
-            frame.names[skip.label] = add
+        self._edge(source, shortcut, "skip", 0, skip.span)
+        add = self._add_node(frame, label or frame.fresh("add"), skip.span, op="add", call=(), scope=scope)
+        self._edge(target, add, "flow", 0, skip.span)
+        self._edge(shortcut, add, "skip", 1, skip.span)
+        if label:
+            frame.names[label] = add
         return add
+
+    # ------------------------------------------------------------- paths
+
+    def _path_text(self, path: ast.Path, scope: Scope) -> str:
+        """A label or reference as text: a computed segment ``(expr)`` becomes its value (an int or a name)."""
+        if isinstance(path, str):
+            return path
+        out = []
+        for part in path.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = self._concrete(part, scope, "a computed label")
+            problem = None
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                problem = f"a computed path segment is an int or a string, got {type_name(value)} `{show(value)}`"
+            elif isinstance(value, int) and value < 0:
+                problem = f"a computed path segment cannot be negative, got {value}"
+            elif isinstance(value, str) and (reason := module_name_problem(value)):
+                problem = f"a computed path segment gives `{value}`, which {reason}"
+            if problem:
+                raise ArchTypeError(problem, part.span, "compute a number, or a name without `.`", code="E320")
+            out.append(str(value))
+        return "".join(out)
+
+    def _static_ref(self, ref: ast.Ref, scope: Scope) -> ast.Ref:
+        """``ref`` with its computed segments evaluated."""
+        if isinstance(ref.path, str):
+            return ref
+        return ast.Ref(self._path_text(ref.path, scope), ref.span)
 
     # ------------------------------------------------------------- nodes
 
@@ -524,6 +566,7 @@ class Elaborator(StageExpander):
                 code="E224",
             )
         frame.name_spans[local] = span
+        frame.number(local)
 
     def _add_node(self, frame: Frame, local: str, span: Span, *, op: str, groups=None, label_span=None, **attrs) -> str:
         node_id = frame.prefix + local
@@ -558,7 +601,10 @@ class Elaborator(StageExpander):
         """Give every node its ordered ``inputs``; the graph's edges (one per pair) carry only topology."""
         positioned: dict[str, list[tuple[int, Input]]] = {}
         edges: dict[tuple[str, str], Span] = {}  # each (source, target) pair once, where it was first made
+        done = self._resolved  # given their inputs early (see archdsl.upstream)
         for source, target, kind, position, span in self.pending_edges:
+            if target in done or target not in self.graph:
+                continue
             node = self.resolve(source)
             if node is None:
                 self.poisoned.add(target)
@@ -567,12 +613,14 @@ class Elaborator(StageExpander):
             edges.setdefault((node, target), span)
         self.graph.add_edges_from((source, target, {"span": span}) for (source, target), span in edges.items())
         for node, data in self.graph.nodes(data=True):
+            if node in done or "inputs" in data:
+                continue
             items = positioned.get(node, ())
             if len(items) > 1:
                 items = sorted(items, key=lambda p: p[0])
             data["inputs"] = [item for _, item in items]
         for node, data in self.graph.nodes(data=True):
-            if data["op"] == "shortcut":
+            if data["op"] == "shortcut" and node not in done:
                 resolved = self.resolve(data["target"])
                 data["target"] = resolved
                 if resolved is None:
@@ -631,9 +679,9 @@ def _labels(stmt) -> list[str]:
         if isinstance(stmt, ast.If):
             pending.extend(reversed((*stmt.then, *stmt.other)))
         elif isinstance(stmt, ast.Chain):
-            labels.extend(link.label for link in stmt.links if link.label)
+            labels.extend(link.label for link in stmt.links if isinstance(link.label, str))
         elif isinstance(stmt, ast.Skip):
-            labels.extend(x for x in (stmt.label, stmt.alias) if x)
+            labels.extend(x for x in (stmt.label, stmt.alias) if isinstance(x, str))
         elif isinstance(stmt, ast.InputDecl):
             labels.append(stmt.name)
     return labels
@@ -725,7 +773,8 @@ def elaborate(program: Program, network: str | None, overrides: Mapping[str, Any
     except TooLarge as stop:
         raise stop.error.with_sources(program.sources) from None
     g.graph["outputs"] = elaborator.finish_outputs()
-    return Structure(g, elaborator.errors, frozenset(elaborator.poisoned), dict(program.sources), program.main.file)
+    poisoned = elaborator.poisoned | (elaborator._early.poisoned if elaborator._early else set())
+    return Structure(g, elaborator.errors, frozenset(poisoned), dict(program.sources), program.main.file)
 
 
 def choose_network(program: Program, network: str | None) -> ast.Definition:

@@ -235,7 +235,24 @@ FUNCTIONS: dict[str, tuple[int, int, Callable[..., Value]]] = {
     "abs": (1, 1, lambda x: abs(x)),
     "min": (1, 64, lambda *xs: min(xs)),
     "max": (1, 64, lambda *xs: max(xs)),
+    "make_divisible": (2, 3, lambda v, divisor, min_value=None: make_divisible(v, divisor, min_value)),
 }
+# Functions of one list.
+LIST_FUNCTIONS: dict[str, Callable[[tuple], Value]] = {"len": len, "sum": lambda xs: sum(xs)}
+
+
+def make_divisible(v: float, divisor: int, min_value: int | None = None) -> int:
+    """``v`` rounded to a multiple of ``divisor``, never below ``min_value`` nor more than 10% below ``v``.
+
+    torchvision's ``_make_divisible`` (from the MobileNet reference code), which sets channel counts under
+    width multipliers in MobileNetV2/V3 and EfficientNet.
+    """
+    if divisor <= 0:
+        raise ValueError("the divisor must be positive")
+    if min_value is None:
+        min_value = divisor
+    rounded = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * v else rounded
 
 
 def from_python(value: Any, span: Span | None) -> Value:
@@ -416,8 +433,11 @@ def _binary(expr: ast.Binary, scope: Scope) -> Value:
 
 
 def _call(expr: ast.FuncCall, scope: Scope) -> Value:
+    if expr.func in LIST_FUNCTIONS:
+        return _list_call(expr, scope)
     if expr.func not in FUNCTIONS:
-        hint = did_you_mean(expr.func, FUNCTIONS) or "functions: " + ", ".join(FUNCTIONS)
+        known = [*FUNCTIONS, *LIST_FUNCTIONS]
+        hint = did_you_mean(expr.func, known) or "functions: " + ", ".join(known)
         raise ArchNameError(f"unknown function `{expr.func}`", expr.span, hint, code="E206")
     low, high, fn = FUNCTIONS[expr.func]
     if any(a.name is not None for a in expr.args):
@@ -430,6 +450,20 @@ def _call(expr: ast.FuncCall, scope: Scope) -> Value:
         return _check_int(fn(*values), expr.span)
     except (OverflowError, ValueError) as err:
         raise ArchTypeError(f"`{expr.func}` failed: {err}", expr.span, code="E303") from None
+
+
+def _list_call(expr: ast.FuncCall, scope: Scope) -> Value:
+    """``len(xs)`` and ``sum(xs)``."""
+    if len(expr.args) != 1 or expr.args[0].name is not None:
+        raise ArchTypeError(f"`{expr.func}` takes one list", expr.span, code="E308")
+    value = evaluate(expr.args[0].value, scope)
+    if not isinstance(value, tuple):
+        raise ArchTypeError(
+            f"`{expr.func}` takes a list, got {type_name(value)} `{show(value)}`", expr.args[0].span, code="E304"
+        )
+    if expr.func == "sum":
+        value = tuple(_number(item, expr.args[0].span, "`sum`") for item in value)
+    return _check_int(LIST_FUNCTIONS[expr.func](value), expr.span)
 
 
 def try_evaluate(expr: ast.Expr, scope: Scope) -> Value:

@@ -47,6 +47,17 @@ class Frame:
     outputs: list[ast.Ref] | None = None
 
     counters: dict[str, int] = field(default_factory=dict)
+    # label -> the next free number under it (`features.0` written: 1), where a stage's repeats continue
+    numbering: dict[str, int] = field(default_factory=dict)
+    stage_labels: set[str] = field(default_factory=set)  # labels of stages, which later stages may continue
+
+    def number(self, local: str) -> None:
+        """Note the numbers ``local`` uses (`features.3` takes 3 under `features`), so stages continue after them."""
+        parts = local.split(".")
+        for cut in range(1, len(parts)):
+            if parts[cut].isdigit():
+                parent = ".".join(parts[:cut])
+                self.numbering[parent] = max(self.numbering.get(parent, 0), int(parts[cut]) + 1)
 
     taken: Any = None  # callable: is this full node id already in the graph?
     # Shared by every frame of this prefix (unlabelled block instances share their caller's prefix):
@@ -119,3 +130,26 @@ def resolve(ref: NodeRef, exists: Callable[[str], bool]) -> str | ArchNameError 
         hint = did_you_mean(ref.path, [*frame.names, *(["in"] if frame.input_ref is not None else [])])
         return ArchNameError(f"unknown node `{ref.path}` in {frame.where}", ref.span, hint, code="E201")
     return ref
+
+
+# Characters a module name may not hold: the path separator, and what would break the
+# generated code's `getattr(self, "name")` for names that are not Python identifiers.
+_FORBIDDEN = frozenset('."\\')
+
+
+def module_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one segment of a module path, or None when PyTorch and the generated code accept it.
+
+    PyTorch accepts any non-empty name without `.`; the generated code also
+    needs names without quotes, backslashes or unprintable characters.
+    """
+    if not name:
+        return "is empty"
+    bad = next((ch for ch in name if ch in _FORBIDDEN or not ch.isprintable() or ch.isspace()), None)
+    if bad is None:
+        return None
+    if bad == ".":
+        return "holds `.`, which separates the parts of a path"
+    if bad in _FORBIDDEN:
+        return f"holds `{bad}`, which the generated code cannot quote"
+    return f"holds {'a space' if bad == ' ' else repr(bad)}, which the generated code cannot quote"

@@ -330,8 +330,22 @@ class _Builder:
         return self._piece(ast.Ref(path, span), children)
 
     def path(self, children):
-        text = str(children[0]) if len(children) == 1 else ".".join(str(c) for c in children if c.type != "DOT")
-        return self._piece((text, self._extent(children)), children)
+        if len(children) == 1 and isinstance(children[0], Token):
+            return self._piece((str(children[0]), self._extent(children)), children)
+        parts: list[str | ast.Expr] = []
+        for child in children:
+            piece = child.value if isinstance(child, _Piece) else str(child)
+            if isinstance(piece, str) and parts and isinstance(parts[-1], str):
+                parts[-1] += piece
+            else:
+                parts.append(piece)
+        span = self._extent(children)
+        if len(parts) == 1:  # no computed segment: the path is its text
+            return self._piece((parts[0], span), children)
+        return self._piece((ast.Template(tuple(parts), span), span), children)
+
+    def computed(self, children):
+        return self._piece(children[1].value, children)
 
     def args(self, children):
         return self._piece(tuple(_values(children)), children)

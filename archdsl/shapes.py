@@ -10,6 +10,7 @@ the structural graph in place; validation then turns it into node records.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -25,24 +26,43 @@ from archdsl.ops import lookup
 from archdsl.ops.registry import ArgProblem, OpSpec, ShapeProblem
 
 
-class _Inference:
-    def __init__(self, g: nx.DiGraph, errors: list[ArchError], poisoned: frozenset[str]) -> None:
+class ShapeInference:
+    """Infers shapes node by node; nodes that already carry a shape (inferred during elaboration) are kept.
+
+    ``ensure``, when given, is asked to infer a node whose shape an argument
+    reads before this pass has reached it (elaboration infers on demand).
+    """
+
+    def __init__(
+        self,
+        g: nx.DiGraph,
+        errors: list[ArchError],
+        poisoned: frozenset[str],
+        ensure: Callable[[str], None] | None = None,
+    ) -> None:
         self.g = g
         self.errors = errors
         self.poisoned: set[str] = set(poisoned)
-        self.shapes: dict[str, Shape] = {}
+        self.shapes: dict[str, Shape] = {n: d["shape"] for n, d in g.nodes(data=True) if "shape" in d}
         self.current_span: Span | None = None
         self.current_node: str | None = None
+        self.ensure = ensure
 
     def shape_of(self, ref: Any, span: Span) -> Shape:
         node = resolve(ref, self.g.__contains__)
         if isinstance(node, ArchError):
             self.errors.append(node)
-            raise _Poisoned()
+            raise Poisoned()
         if node is None or node in self.poisoned:
-            raise _Poisoned()
+            raise Poisoned()
+        if node not in self.shapes and self.ensure is not None:
+            saved = self.current_node, self.current_span
+            self.ensure(node)
+            self.current_node, self.current_span = saved
+            if node in self.poisoned:
+                raise Poisoned()
         if node not in self.shapes and self.current_node in self.poisoned:
-            raise _Poisoned()
+            raise Poisoned()
         if node not in self.shapes:
             raise ArchShapeError(
                 f"the shape of `{node}` is read before it is known",
@@ -54,8 +74,8 @@ class _Inference:
 
     def run(self, order: list[str]) -> None:
         for node in order:
-            if node not in self.g:
-                continue  # replaced by a shortcut expansion
+            if node not in self.g or node in self.shapes:
+                continue  # replaced by a shortcut expansion, or inferred already
             data = self.g.nodes[node]
             self.current_node = node
             self.current_span = data["span"]
@@ -69,7 +89,7 @@ class _Inference:
                     self._shortcut(node, data)
                 else:
                     self._infer(node, data, [self.shapes[src] for src in sources])
-            except (_Poisoned, FailedValue):
+            except (Poisoned, FailedValue):
                 self.poisoned.add(node)
             except ArchError as err:
                 self.errors.append(_with_instance_note(err, data))
@@ -82,7 +102,7 @@ class _Inference:
             return
         try:
             self._bind(spec, data)
-        except (_Poisoned, FailedValue):
+        except (Poisoned, FailedValue):
             pass
         except ArchError as err:
             if not isinstance(err, ArchShapeError):
@@ -161,7 +181,7 @@ class _Inference:
         (add,) = list(self.g.successors(node))
         target = data["target"]
         if target is None or target in self.poisoned or target not in self.shapes:
-            raise _Poisoned()
+            raise Poisoned()
         have, want = self.shapes[src], self.shapes[target]
         edge_span = data["span"]
         if have == want:
@@ -247,13 +267,13 @@ def _check_activation(node: str, op: str, shape: Shape, span: Span) -> None:
     )
 
 
-class _Poisoned(Exception):
+class Poisoned(Exception):
     """A node depends on one that already failed; its own error would only repeat that one."""
 
 
 def infer_shapes(g: nx.DiGraph, errors: list[ArchError], poisoned: frozenset[str], order: list[str]) -> set[str]:
     """Annotate ``g`` in place with args, shapes, params and MACs, adding to ``errors``; returns the failed nodes."""
-    inference = _Inference(g, errors, poisoned)
+    inference = ShapeInference(g, errors, poisoned)
     inference.run(order)
     return inference.poisoned
 

@@ -10,7 +10,7 @@ from archdsl import limits
 from archdsl import syntax as ast
 from archdsl.errors import ArchNameError, ArchTypeError, did_you_mean
 from archdsl.expr import Scope, show, type_name
-from archdsl.frames import Frame, Group, NodeRef
+from archdsl.frames import Frame, Group, NodeRef, module_name_problem
 
 CONNECT_MODES = ("chain", "dense")
 
@@ -21,7 +21,10 @@ class StageExpander:
     def _stage(self, stage: ast.Stage, link: ast.Link, frame: Frame, scope: Scope, cursor):
         if link.label is None:
             raise ArchNameError("a stage needs a name", stage.span, "write `layer1: stage block(...) x N`", code="E220")
-        self._claim(frame, link.label, link.label_span or stage.span)
+        continues = link.label in frame.stage_labels  # a later stage of the same name numbers on
+        if not continues:
+            self._claim(frame, link.label, link.label_span or stage.span)
+            frame.stage_labels.add(link.label)
         count = self._concrete(stage.count, scope, "a repeat count")
         if isinstance(count, bool) or not isinstance(count, int):
             hint = "use `//` for integer division" if isinstance(count, float) else None
@@ -45,7 +48,7 @@ class StageExpander:
         positional = [a for a in stage.first if a.name is None]
         if positional:
             raise ArchTypeError("`first(...)` takes keyword arguments only", positional[0].span, code="E318")
-        template = stage.names.parts if stage.names is not None else (ast.Name("i", stage.span),)
+        start = frame.numbering.get(link.label, 0)  # after `features.0`, or after an earlier stage `features`
         stage_path = frame.prefix + link.label
         stage_group = Group(path=stage_path, kind="stage", name=stage.call.callee, span=stage.span)
         groups = self._groups_now() + (stage_group,)
@@ -54,7 +57,7 @@ class StageExpander:
         seen_names: dict[str, int] = {}
         for i in range(count):
             repeat_scope = scope.child({"i": i})
-            name = self._repeat_name(template, stage, repeat_scope)
+            name = self._repeat_name(stage.names, stage, repeat_scope) if stage.names else str(start + i)
             if name in seen_names:
                 raise ArchNameError(
                     f"repeats {seen_names[name]} and {i} are both named `{name}`",
@@ -63,6 +66,7 @@ class StageExpander:
                     code="E222",
                 )
             seen_names[name] = i
+            frame.number(f"{link.label}.{name}")
             args = stage.call.args
             if i == 0 and stage.first:
                 overridden = {a.name for a in stage.first}
@@ -81,7 +85,7 @@ class StageExpander:
                     groups=groups,
                 )
                 for position, source in enumerate([stage_input, *outputs]):
-                    self.pending_edges.append((source, concat_id, "concat", position, stage.span))
+                    self._edge(source, concat_id, "concat", position, stage.span)
                 layer_input = concat_id
             else:
                 layer_input = stage_input if connect == "dense" else (outputs[-1] if outputs else stage_input)
@@ -98,7 +102,7 @@ class StageExpander:
                 frame, f"{link.label}.out", stage.span, op="concat", call=(), scope=scope, groups=groups, role="dense"
             )
             for position, source in enumerate([stage_input, *outputs]):
-                self.pending_edges.append((source, out_id, "concat", position, stage.span))
+                self._edge(source, out_id, "concat", position, stage.span)
             result = out_id
         else:
             result = outputs[-1]
@@ -114,23 +118,23 @@ class StageExpander:
         positional = iter(names)
         return tuple(ast.Arg(next(positional, None), a.value, a.span) if a.name is None else a for a in args)
 
-    def _repeat_name(self, template: tuple[str | ast.Expr, ...], stage: ast.Stage, scope: Scope) -> str:
+    def _repeat_name(self, template: ast.Template, stage: ast.Stage, scope: Scope) -> str:
         """The name of one repeat: the template's text, with its expressions evaluated in ``scope``."""
         out = []
-        span = stage.names.span if stage.names is not None else stage.span
-        for part in template:
+        span = template.span
+        for part in template.parts:
             if isinstance(part, str):
                 out.append(part)
                 continue
             value = self._concrete(part, scope, "a names template")
             out.append(str(value) if not isinstance(value, bool) else show(value))
         name = "".join(out)
-        parts = name.split(".")
-        if not all(p and (p.isidentifier() or p.isdigit()) for p in parts):
+        problem = next((p for part in name.split(".") if (p := module_name_problem(part))), None)
+        if problem:
             raise ArchTypeError(
-                f"the names template gives `{name}`, which is not a valid module name",
+                f"the names template gives `{name}`, which is not a valid module name: a part of it {problem}",
                 span,
-                "names are made of letters, digits and `_`",
+                "names are made of letters, digits, `_` and `-`, with `.` between parts",
                 code="E320",
             )
         return name

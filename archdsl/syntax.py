@@ -116,9 +116,9 @@ class Arg:
 
 @dataclass(frozen=True)
 class Ref:
-    """A reference to a node of the enclosing scope (``in`` or a dotted path)."""
+    """A reference to a node of the enclosing scope (``in`` or a dotted path, maybe computed: see :data:`Path`)."""
 
-    path: str
+    path: Path
     span: Span
 
 
@@ -134,13 +134,18 @@ class Call:
 
 @dataclass(frozen=True)
 class Template:
-    """A names template, ``"denselayer{i + 1}"``: literal text and the expressions between braces, in order.
+    """Text with computed parts, in order: a names template ``"denselayer{i + 1}"`` (the expressions
+    between braces), or a path with computed segments ``block.(e + 1)``.
 
-    ``span`` is the whole string literal; each expression has its own span inside it.
+    ``span`` is the whole string literal or path; each expression has its own span inside it.
     """
 
     parts: tuple[str | Expr, ...]
     span: Span
+
+
+# A module path as written: its text (``layer1.0``), or a Template when a segment is computed.
+Path = str | Template
 
 
 @dataclass(frozen=True)
@@ -160,7 +165,7 @@ class Stage:
 class Link:
     """One element of a chain: an optionally labelled call, stage or reference."""
 
-    label: str | None
+    label: Path | None
     target: Call | Stage | Ref
     span: Span
     label_span: Span | None = None
@@ -178,11 +183,11 @@ class Chain:
 class Skip:
     """``skip src -> dst via policy as name``: sum dst with a shortcut of src."""
 
-    label: str | None
+    label: Path | None
     src: Ref
     dst: Ref
     policy: str | None
-    alias: str | None
+    alias: Path | None
     span: Span
     policy_span: Span | None = None
 

@@ -16,6 +16,7 @@ from torch import fx, nn
 
 from archdsl.elaborate import Structure
 from archdsl.errors import ArchError, ArchGraphError, ArchLimitError, Label, combine
+from archdsl.frames import module_name_problem
 from archdsl.limits import current as current_limits
 from archdsl.node import EDGE_KINDS, Node, to_networkx
 from archdsl.ops import lookup
@@ -236,7 +237,7 @@ def lint(g: nx.DiGraph) -> None:
         shape = data.get("shape", ())
         if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
             problems.append(f"node `{node}` has the invalid shape {shape!r}")
-        if not (node.isidentifier() or all(p.isidentifier() or p.isdigit() for p in node.split("."))):
+        if not (node.isidentifier() or not any(module_name_problem(p) for p in node.split("."))):
             problems.append(f"node `{node}` is not a valid module path")
         inputs = data.get("inputs", ())
         in_edges = g.pred[node]

@@ -166,10 +166,13 @@ def test_repeats_are_named_by_evaluating_the_parts():
 
 
 def test_escaped_braces_reach_the_name_and_an_invalid_name_is_still_e320():
+    g = archdsl.graph(network('"a{{{i}}}"'))  # braces are fine in a PyTorch module name
+    assert "layers.a{0}" in g
     with pytest.raises(archdsl.ArchError) as info:
-        archdsl.graph(network('"a{{{i}}}"'))
+        archdsl.graph(network('"a{{{i}}} b"'))
     assert info.value.code == "E320"
-    assert "gives `a{0}`" in info.value.message
+    assert "gives `a{0} b`" in info.value.message
+    assert "holds a space" in info.value.message
 
 
 def test_formatter_keeps_templates_as_written():
