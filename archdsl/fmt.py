@@ -226,6 +226,7 @@ def _stage(node: Tree, parts: list[tuple[object, str]]) -> str:
 
 _RULES = {
     "path": _tight,
+    "computed": _tight,
     "label": _tight,
     "call": _tight,
     "funcall": _tight,

@@ -340,7 +340,7 @@ class _Builder:
             else:
                 parts.append(piece)
         span = self._extent(children)
-        if len(parts) == 1:  # no computed segment: the path is its text
+        if len(parts) == 1 and isinstance(parts[0], str):  # no computed segment: the path is its text
             return self._piece((parts[0], span), children)
         return self._piece((ast.Template(tuple(parts), span), span), children)
 

@@ -572,6 +572,12 @@ class _Writer:
         self.labels.append(name)
         return name
 
+    def unreferenced_label(self) -> str:
+        """A label no merge reads: integer and computed path segments (``m0.1``, ``m1.( 2 + 1 )``, ``3``)."""
+        self.extras = getattr(self, "extras", 0) + 1
+        n = self.extras
+        return self.pick(f"m{n}.{n}", f"m{n}.({self.opt()}{n}{self.opt()}+{self.opt()}1{self.opt()})", f"{100 + n}")
+
     def op(self, channels: bool) -> str:
         if channels:
             kind = self.pick("conv", "conv", "bn", "relu", "pool", "drop", "ident")
@@ -595,7 +601,11 @@ class _Writer:
             links.append(self.pick(*starts))
         for _ in range(self.draw(st.integers(1, 4))):
             op = self.op(channels)
-            links.append(f"{self.label()}{self.opt()}:{self.ws()}{op}" if self.chance(0.6) else op)
+            if self.chance(0.6):
+                label = self.label() if self.chance(0.8) else self.unreferenced_label()
+                links.append(f"{label}{self.opt()}:{self.ws()}{op}")
+            else:
+                links.append(op)
         text = links[0]
         for link in links[1:]:
             text += self.arrow() + link
