@@ -99,8 +99,11 @@ def graph(
 ) -> nx.DiGraph:
     """Parse, elaborate and validate a network; returns its ``networkx.DiGraph``.
 
-    ``source`` is a path, a zoo name (``"resnet50"``) or ``.arch`` text;
-    ``overrides`` set network parameters (``num_classes=10``); ``params`` is
+    ``source`` is a path, a zoo name (``"resnet50"``), a builder name of
+    ``architectures/aliases.toml`` (``"resnext50_32x4d"``: a zoo file with
+    parameter values) or ``.arch`` text;
+    ``overrides`` set network parameters (``num_classes=10``; they win over an
+    alias's values); ``params`` is
     the same as a dict, for names that clash with this function's keywords
     (a network parameter called ``seed``). Node ids are
     module paths; node attributes: ``op``, ``args``, ``path``, ``inputs``

@@ -19,7 +19,7 @@ from archdsl.elaborate import choose_network
 from archdsl.errors import ArchError, ArchImportError, ArchNameError, override_span
 from archdsl.expr import Scope, evaluate
 from archdsl.parse import parse_expression
-from archdsl.resources import zoo_names
+from archdsl.resources import zoo_aliases, zoo_names
 
 app = typer.Typer(
     name="archdsl",
@@ -84,12 +84,13 @@ def _print_error(err: ArchError, console: Console) -> None:
 
 
 def _is_folder(target: str) -> bool:
-    """A folder to walk, unless a bare name is a zoo network's (``check resnet18`` beside a folder of that name)."""
+    """A folder to walk, unless a bare name is a zoo network's or an alias's (``check resnet18`` beside a folder
+    of that name)."""
     try:
         is_folder = os.path.isdir(target)
     except (OSError, ValueError):
         return False
-    return is_folder and (os.sep in target or "/" in target or target not in zoo_names())
+    return is_folder and (os.sep in target or "/" in target or target not in {*zoo_names(), *zoo_aliases()})
 
 
 def _arch_files(folder: str) -> list[str]:
@@ -596,18 +597,22 @@ def eval_(
 
 @app.command("list")
 def list_(no_color: NoColor = False) -> None:
-    """List the zoo's networks with their parameters and MACs."""
+    """List the zoo's networks with their parameters and MACs, then the builder names that stand for one of them."""
     out, err = _consoles(no_color)
     table = Table("name", "description", "parameters", "GMACs")
     failed = False
-    for name in zoo_names():
+    aliases = zoo_aliases()
+    for name in [*zoo_names(), *aliases]:
         try:
             g = api.graph(name)
         except ArchError as error:
             _print_error(error, err)
             failed = True
             continue
-        table.add_row(name, api.title_of(g), f"{g.graph['total_params']:,}", f"{g.graph['total_macs'] / 1e9:.3f}")
+        if name == next(iter(aliases), None):
+            table.add_section()
+        description = f"= {aliases[name].command()}" if name in aliases else api.title_of(g)
+        table.add_row(name, description, f"{g.graph['total_params']:,}", f"{g.graph['total_macs'] / 1e9:.3f}")
     out.print(table)
     raise typer.Exit(1 if failed else 0)
 

@@ -22,7 +22,7 @@ from archdsl import limits
 from archdsl import syntax as ast
 from archdsl.errors import ArchError, ArchImportError, ArchLimitError, ArchNameError, Span, combine, did_you_mean
 from archdsl.parse import parse
-from archdsl.resources import zoo_dir, zoo_names
+from archdsl.resources import zoo_aliases, zoo_dir, zoo_names
 
 
 @dataclass
@@ -69,7 +69,8 @@ def resolve_source(source: str | os.PathLike[str]) -> tuple[str, str, Path | Non
         return _read(zoo_file)
     if _exists(path):  # a folder or a device is refused by _read, saying what it is
         return _read(path)
-    hint = did_you_mean(source, zoo_names()) or "give a path to a .arch file, or one of: " + ", ".join(zoo_names())
+    names = sorted([*zoo_names(), *zoo_aliases()])  # an alias never gets here: the pipeline expands it first
+    hint = did_you_mean(source, names) or "give a path to a .arch file, or one of: " + ", ".join(names)
     raise ArchImportError(f"`{source}` is neither a file nor a network of the zoo", None, hint, code="E251")
 
 

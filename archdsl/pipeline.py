@@ -28,6 +28,7 @@ from archdsl.limits import stricter as stricter_limits
 from archdsl.limits import using as using_limits
 from archdsl.loader import Program, load_program, resolve_source
 from archdsl.optimize import fuse_batchnorm, memory_efficient_dense
+from archdsl.resources import expand_alias
 from archdsl.validate import validate
 
 Source = str | os.PathLike[str]
@@ -53,8 +54,12 @@ def gc_paused() -> Iterator[None]:
 
 
 def load_source(source: Source, sources: dict[str, str] | None = None) -> Program:
-    """Stage 1: read a path, zoo name or source text, and its imports, into a Program."""
-    text, file, real = resolve_source(source)
+    """Stage 1: read a path, zoo name or source text, and its imports, into a Program.
+
+    An alias (``resnext101_32x8d``) reads its zoo file; its parameter values
+    are applied by :func:`build` and :func:`graph_of_source`, which see the overrides.
+    """
+    text, file, real = resolve_source(expand_alias(source, {})[0])
     with gc_paused():
         return load_program(text, file, real, sources)
 
@@ -87,6 +92,7 @@ def graph_of_source(source: Source | nx.DiGraph, **overrides: Any) -> nx.DiGraph
     """A validated graph from a graph (returned as it is), a path, a zoo name or ``.arch`` text."""
     if isinstance(source, nx.DiGraph):
         return source
+    source, overrides = expand_alias(source, overrides)
     return graph_of_program(load_source(source), None, overrides)
 
 
@@ -144,8 +150,13 @@ def build(
     fuse: bool = False,
     graph_class: type[nx.DiGraph] = nx.DiGraph,
 ) -> Built:
-    """Run the pipeline once on ``source``: the validated graph and, unless ``compile=False``, its module."""
-    overrides = dict(overrides or {})
+    """Run the pipeline once on ``source``: the validated graph and, unless ``compile=False``, its module.
+
+    An alias (``resnext101_32x8d``) builds its zoo file with its parameter
+    values, which ``overrides`` replace where they name the same parameter;
+    ``Built.overrides`` holds both, so a checkpoint rebuilds the same variant.
+    """
+    source, overrides = expand_alias(source, overrides or {})
     with gc_paused():  # one pause for parsing and building: each resumption costs a full collection
         program = load_source(source)
         built = Built(program, graph_of_program(program, network, overrides, graph_class), overrides)

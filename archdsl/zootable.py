@@ -13,7 +13,7 @@ import networkx as nx
 
 from archdsl.api import graph
 from archdsl.ops import lookup
-from archdsl.resources import zoo_names
+from archdsl.resources import zoo_aliases, zoo_names
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def weighted_depth(g: nx.DiGraph) -> int:
 
 
 def describe(name: str) -> ZooEntry:
-    """Build a zoo network with its defaults and read its figures and docstring."""
+    """Build a zoo network (or an alias) with its defaults and read its figures and docstring."""
     g = graph(name)
     doc = (g.graph.get("doc") or "").strip().splitlines() or [g.graph["name"]]
     checked = next(
@@ -83,7 +83,21 @@ def render() -> str:
         "`-p shortcut=projection` (option B), `cifar_densenet_bc -p depth=250 -p growth=24`,",
         "`preact_resnet -p depth=1001`, or `-p num_classes=10 -p size=64` for the ImageNet networks.",
         "",
+        "## Builder names",
+        "",
+        "Names of torchvision's model builders that have no file of their own each stand for a zoo file with",
+        "parameter values (`architectures/aliases.toml`), as timm's `create_model` names do:",
+        '`archdsl.load("resnext101_32x8d")`, `archdsl check resnext101_32x8d -p num_classes=10`. Overrides',
+        "win over the alias's values.",
+        "",
+        "| name | stands for | parameters | MACs | depth |",
+        "|---|---|---:|---:|---:|",
     ]
+    for alias in zoo_aliases().values():
+        e = describe(alias.name)
+        cells = [f"`{e.name}`", f"`{alias.command()}`", f"{e.params:,}", _macs(e.macs), str(e.depth)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
     return "\n".join(lines)
 
 
