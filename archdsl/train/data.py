@@ -55,6 +55,11 @@ def load_data(spec: str, input_shape: tuple[int, ...], *, synthetic_size: int = 
     )
 
 
+def known_classes(spec: str | None) -> int | None:
+    """The number of classes of ``spec`` where it is known without reading anything (digits, synthetic)."""
+    return 10 if spec in ("digits", "synthetic") else None
+
+
 def fit_images(images: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
     """Resize (N, C, H, W) images in [0, 1] to the network's input shape (channels repeated or averaged)."""
     if len(input_shape) == 1:

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from archdsl import api
 from archdsl.checkpoint import remove_stale_temporaries
 from archdsl.errors import ArchCheckpointError
-from archdsl.train.data import ArchDataError, Data, load_data
+from archdsl.train.data import ArchDataError, Data, known_classes, load_data
 from archdsl.train.state import check_optimizer_state, check_scheduler_state, check_training, fail
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -108,22 +108,26 @@ class Distributed:
             dist.destroy_process_group()
 
 
-def check_fit(graph, data: Data) -> None:
-    """Fail before training when the network's output does not match the data's classes."""
+def check_fit(graph, data: Data | None, spec: str | None = None) -> None:
+    """Fail before training when the network's output does not match the data's classes.
+
+    With ``data`` None, check against the classes ``spec`` is known to have without reading it
+    (digits and synthetic data have 10), so a mismatch is found before the images are resized.
+    """
     if len(graph.graph["inputs"]) != 1 or len(graph.graph["outputs"]) != 1:
         raise ArchDataError("training needs a network with one input and one output", None, code="E805")
+    num_classes, name = (data.num_classes, data.name) if data is not None else (known_classes(spec), spec)
+    if num_classes is None:
+        return
     out_shape = graph.nodes[graph.graph["outputs"][0]]["shape"]
-    if out_shape != (data.num_classes,):
+    if out_shape != (num_classes,):
         hint = (
-            f"add `-p num_classes={data.num_classes}`"
+            f"add `-p num_classes={num_classes}`"
             if "num_classes" in graph.graph["params"]
-            else f"make the network output {data.num_classes} values"
+            else f"make the network output {num_classes} values"
         )
         raise ArchDataError(
-            f"the network outputs {list(out_shape)} but `{data.name}` has {data.num_classes} classes",
-            None,
-            hint,
-            code="E805",
+            f"the network outputs {list(out_shape)} but `{name}` has {num_classes} classes", None, hint, code="E805"
         )
 
 
@@ -207,6 +211,7 @@ def _train(config: TrainConfig, env: Distributed, reporter) -> TrainResult:
             f"pass --epochs N with N > {config.epochs} to train further"
         )
         return TrainResult(model, list(training["history"]), out, note.messages)
+    check_fit(graph, None, config.data)  # before reading: digits at 224x224 are a gigabyte
     data = load_data(config.data, graph.nodes[graph.graph["inputs"][0]]["shape"], synthetic_size=config.synthetic_size)
     if data.note:
         note(data.note)
@@ -467,6 +472,7 @@ def evaluate(
             f"evaluate it as `{graph.graph['name']}`, or pass the checkpoint of `{network}`",
             code="E609",
         )
+    check_fit(graph, None, data_spec)
     data = load_data(data_spec, graph.nodes[graph.graph["inputs"][0]]["shape"])
     check_fit(graph, data)
     loss, acc = evaluate_model(model.to(target), DataLoader(data.test, batch_size=batch_size), target)
