@@ -13,6 +13,7 @@ and running statistics under the same dropout and stochastic depth draws
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import cache
 from unittest import mock
 
 import pytest
@@ -61,8 +62,9 @@ def meta_device():
         yield
 
 
+@cache
 def on_meta(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """Ours and torchvision's model for a builder name, without allocating or initialising a weight."""
+    """Ours and torchvision's model for a builder name, without allocating or initialising a weight (built once)."""
     with meta_device():
         return archdsl.load(name), getattr(torchvision.models, name)()
 
