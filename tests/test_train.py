@@ -417,3 +417,21 @@ def test_help_shows_every_option_whole_at_80_columns(command):
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
     for name in names:
         assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", result.stdout), f"{name} is cut"
+
+
+def test_ctrl_c_during_training_waits_for_the_next_batch_and_twice_stops_at_once():
+    """The first SIGINT only asks to stop (a KeyboardInterrupt inside the progress display could leave its lock
+    held, and closing the display would then hang); a second one interrupts where it lands."""
+    from archdsl.train.interrupt import stop_at_safe_points
+
+    with pytest.raises(KeyboardInterrupt):
+        with stop_at_safe_points() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs: nothing is raised here
+            assert stop.requested
+            with pytest.raises(KeyboardInterrupt):
+                stop.check()  # the safe point raises
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the second SIGINT raises here, in the sleep
+            pytest.fail("a second Ctrl-C did not interrupt")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

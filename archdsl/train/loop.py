@@ -29,6 +29,7 @@ from archdsl import api
 from archdsl.checkpoint import remove_stale_temporaries
 from archdsl.errors import ArchCheckpointError
 from archdsl.train.data import ArchDataError, Data, known_classes, load_data
+from archdsl.train.interrupt import StopRequest, stop_at_safe_points
 from archdsl.train.state import check_optimizer_state, check_scheduler_state, check_training, fail
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -242,40 +243,44 @@ def _train(config: TrainConfig, env: Distributed, reporter) -> TrainResult:
     last = config.epochs if not config.stop_after else min(config.epochs, start + config.stop_after)
     saved = Path(config.resume) if config.resume else None
     try:
-        for epoch in range(start, last):
-            sampler.set_epoch(epoch)
-            began = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trains at
-            train_loss, train_acc, seen, train_seconds = _epoch(
-                wrapped, loader, optimizer, criterion, config, env, epoch, reporter
-            )
-            if env.world > 1:
-                # DDP's forward shares rank 0's buffers; after the last step they differ again until shared.
-                for buffer in model.buffers():
-                    dist.broadcast(buffer, src=0)
-            scheduler.step()
-            test_loss, test_acc = evaluate_model(model, test_loader, env.device, criterion)
-            seconds = time.perf_counter() - began
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": round(train_loss, 6),
-                "train_acc": round(train_acc, 6),
-                "test_loss": round(test_loss, 6),
-                "test_acc": round(test_acc, 6),
-                "lr": lr,
-                "images_per_s": round(seen / max(1e-9, train_seconds), 1),
-                "seconds": round(seconds, 3),
-            }
-            history.append(record)
-            if env.main:
-                _append_metrics(out / METRICS_NAME, record)
-                for stale in remove_stale_temporaries(out / CHECKPOINT_NAME):
-                    note(f"removed {stale}, left behind by a save that was interrupted")
-                save_training_checkpoint(out / CHECKPOINT_NAME, model, optimizer, scheduler, epoch + 1, history, config)
-                saved = out / CHECKPOINT_NAME
-                plot_history(history, out / PLOT_NAME, title=graph.graph["name"])
-                if reporter is not None:
-                    reporter.epoch_done(record, config.epochs)
+        with stop_at_safe_points() as stop:
+            for epoch in range(start, last):
+                stop.check()
+                sampler.set_epoch(epoch)
+                began = time.perf_counter()
+                lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trains at
+                train_loss, train_acc, seen, train_seconds = _epoch(
+                    wrapped, loader, optimizer, criterion, config, env, epoch, reporter, stop
+                )
+                if env.world > 1:
+                    # DDP's forward shares rank 0's buffers; after the last step they differ again until shared.
+                    for buffer in model.buffers():
+                        dist.broadcast(buffer, src=0)
+                scheduler.step()
+                test_loss, test_acc = evaluate_model(model, test_loader, env.device, criterion)
+                seconds = time.perf_counter() - began
+                record = {
+                    "epoch": epoch + 1,
+                    "train_loss": round(train_loss, 6),
+                    "train_acc": round(train_acc, 6),
+                    "test_loss": round(test_loss, 6),
+                    "test_acc": round(test_acc, 6),
+                    "lr": lr,
+                    "images_per_s": round(seen / max(1e-9, train_seconds), 1),
+                    "seconds": round(seconds, 3),
+                }
+                history.append(record)
+                if env.main:
+                    _append_metrics(out / METRICS_NAME, record)
+                    for stale in remove_stale_temporaries(out / CHECKPOINT_NAME):
+                        note(f"removed {stale}, left behind by a save that was interrupted")
+                    save_training_checkpoint(
+                        out / CHECKPOINT_NAME, model, optimizer, scheduler, epoch + 1, history, config
+                    )
+                    saved = out / CHECKPOINT_NAME
+                    plot_history(history, out / PLOT_NAME, title=graph.graph["name"])
+                    if reporter is not None:
+                        reporter.epoch_done(record, config.epochs)
     except KeyboardInterrupt:
         raise TrainingInterrupted(saved) from None
     return TrainResult(model, history, out, note.messages)
@@ -399,7 +404,9 @@ def _append_metrics(path: Path, record: dict) -> None:
         raise ArchDataError(f"cannot write {path}: {err.strerror or err}", None, code="E808") from None
 
 
-def _epoch(model, loader, optimizer, criterion, config, env, epoch, reporter) -> tuple[float, float, int, float]:
+def _epoch(
+    model, loader, optimizer, criterion, config, env, epoch, reporter, stop: StopRequest | None = None
+) -> tuple[float, float, int, float]:
     """One pass over the training data; returns mean loss, accuracy and samples over all ranks, and seconds."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
@@ -408,6 +415,8 @@ def _epoch(model, loader, optimizer, criterion, config, env, epoch, reporter) ->
     if reporter is not None and env.main:
         reporter.epoch_start(epoch + 1, config.epochs, len(loader))
     for inputs, labels in loader:
+        if stop is not None:
+            stop.check()
         inputs, labels = inputs.to(env.device, non_blocking=True), labels.to(env.device, non_blocking=True)
         if config.channels_last and env.device.type == "cuda" and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
