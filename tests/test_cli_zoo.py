@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+import archdsl
 from archdsl import zoo_names
 from archdsl.cli import app
 
@@ -13,11 +14,7 @@ runner = CliRunner()
 
 @pytest.mark.parametrize("name", zoo_names())
 def test_every_command_on_every_zoo_file(name, tmp_path):
-    small = (
-        ["-p", "size=64"]
-        if name in {"alexnet", "googlenet"} or name.startswith(("resnet", "densenet", "vgg", "plain"))
-        else []
-    )
+    small = ["-p", "size=64"] if "size" in archdsl.graph(name).graph["params"] else []
     for args in (
         ["check", name],
         ["summary", name, "--depth", "2"],
