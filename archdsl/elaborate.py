@@ -445,7 +445,7 @@ class Elaborator(StageExpander, UpstreamShapes):
         positional = sum(1 for a in call.args if a.name is None)
         given = [p.name for p in block.params[:positional]]
         given += [a.name for a in call.args if a.name is not None]
-        shown = tuple((k, "…" if isinstance(values[k], Deferred) else show(values[k])) for k in given if k in values)
+        shown = tuple((k, _shown(values[k])) for k in given if k in values)
         if node_path is not None and groups and groups[-1].path == prefix.rstrip("."):  # a stage's repeat
             groups = (*groups[:-1], replace(groups[-1], args=shown))
         elif local:
@@ -646,6 +646,15 @@ class Elaborator(StageExpander, UpstreamShapes):
         """Resolve the network's output references (after edges are resolved)."""
         outs = [self.resolve(r) for r in self._output_refs]
         return [o for o in outs if o is not None]
+
+
+def _shown(value: Any) -> str:
+    """An argument as a diagram shows it: six significant digits of a float (0.0375, not 0.037500000000000006)."""
+    if isinstance(value, Deferred):
+        return "…"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return show(value)
 
 
 def _reads_shape(span: Span, what: str) -> ArchTypeError:
