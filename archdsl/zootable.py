@@ -14,6 +14,7 @@ import networkx as nx
 from archdsl.api import graph
 from archdsl.ops import lookup
 from archdsl.resources import zoo_aliases, zoo_names
+from archdsl.zoolines import TORCHVISION_SOURCES, count_lines
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,30 @@ def render() -> str:
         e = describe(alias.name)
         cells = [f"`{e.name}`", f"`{alias.command()}`", f"{e.params:,}", _macs(e.macs), str(e.depth)]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _lines_section()
     lines.append("")
     return "\n".join(lines)
+
+
+def _lines_section() -> list[str]:
+    """The table of code lines: each file (and the libraries it imports) beside torchvision's Python."""
+    lines = [
+        "",
+        "## Lines against torchvision's Python",
+        "",
+        "Lines that hold code (no blank lines, comments or docstrings) in each file, in the zoo libraries it",
+        "imports (shared by several files), and in the torchvision classes and functions that build the same",
+        "model: its module, the shared layers of `torchvision.ops.misc` and `_make_divisible`, without the",
+        "pretrained-weight tables or the builders that only pass arguments on (`archdsl/zoolines.py` lists them).",
+        "",
+        "| file | .arch lines | + libraries | torchvision lines | torchvision definitions |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, sources in TORCHVISION_SOURCES.items():
+        count = count_lines(name)
+        what = "; ".join(f"`{module.rsplit('.', 1)[1]}`: {', '.join(names)}" for module, names in sources)
+        lines.append(f"| `{name}` | {count.arch} | {count.libraries} | {count.torchvision} | {what} |")
+    return lines
 
 
 def _macs(macs: int) -> str:

@@ -237,3 +237,15 @@ def test_zoo_depths_are_the_papers():
     expected = {"resnet152": 152, "densenet201": 201, "googlenet": 22, "vgg19": 19, "alexnet": 8, "cifar_resnet": 20}
     for name, depth in expected.items():
         assert weighted_depth(archdsl.graph(name)) == depth, name
+
+
+def test_code_lines_leave_out_blank_lines_comments_and_docstrings():
+    from archdsl.zoolines import arch_code_lines, python_code_lines
+
+    arch = '"""Doc.\n\nMore."""\nimport "lib/resnet.arch"\n\n# a comment\nnetwork n {\n    """Inner."""\n}\n'
+    assert arch_code_lines(arch) == 3
+    python = 'import os\n\n\nclass A:\n    """Doc\n    more."""\n\n    # note\n    x = 1\n\n\ndef f():\n    return 2\n'
+    assert python_code_lines(python, ("A",)) == 2
+    assert python_code_lines(python, ("A", "f")) == 4
+    with pytest.raises(LookupError, match="g"):
+        python_code_lines(python, ("f", "g"))
