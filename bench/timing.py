@@ -78,6 +78,8 @@ NETWORKS = {
         Network("googlenet", "googlenet"),
         Network("vgg16", "vgg16"),
         Network("vgg16_bn", "vgg16_bn"),
+        Network("mobilenet_v2", "mobilenet_v2"),
+        Network("efficientnet_b0", "efficientnet_b0"),  # a builder name: efficientnet.arch with variant="b0"
         Network("cifar_resnet20", "cifar_resnet", {"depth": 20}, 64, 32, 10),
         Network("cifar_resnet110", "cifar_resnet", {"depth": 110}, 64, 32, 10),
         Network("cifar_densenet_bc", "cifar_densenet_bc", {"depth": 100, "growth": 12}, 64, 32, 10),

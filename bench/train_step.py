@@ -2,9 +2,9 @@
 
 Target (issue 7, 2-core CPU): one training step (forward, cross-entropy backward, SGD step with
 momentum 0.9) of archdsl.load(name) takes at most 1.02x the reference's, measured side by side in
-one run: torchvision's resnet50, densenet121, googlenet and vgg16 at batch 8, 224x224, and the
-CIFAR networks (ResNet-20, ResNet-110, DenseNet-BC-100 k=12) at batch 64, 32x32 against the
-hand-written ones in bench/reference_cifar.py. Both models are in train mode, start from the same
+one run: torchvision's resnet50, densenet121, googlenet, vgg16, mobilenet_v2 and efficientnet_b0
+(issue 14) at batch 8, 224x224, and the CIFAR networks (ResNet-20, ResNet-110, DenseNet-BC-100
+k=12) at batch 64, 32x32 against the hand-written ones in bench/reference_cifar.py. Both models are in train mode, start from the same
 weights (archdsl's, loaded into the reference) and train on the same seeded batch and labels; the
 steps alternate (AB BA ...) after a warm-up round. Writes bench/results/train_step.json.
 
@@ -21,7 +21,17 @@ from collections.abc import Sequence
 from bench import timing
 from bench.timing import NETWORKS, RATIO_COLUMNS, Network, prepare, ratio_cells
 
-CHOICES = ["resnet50", "densenet121", "googlenet", "vgg16", "cifar_resnet20", "cifar_resnet110", "cifar_densenet_bc"]
+CHOICES = [
+    "resnet50",
+    "densenet121",
+    "googlenet",
+    "vgg16",
+    "mobilenet_v2",
+    "efficientnet_b0",
+    "cifar_resnet20",
+    "cifar_resnet110",
+    "cifar_densenet_bc",
+]
 TARGET = 1.02
 
 
