@@ -237,8 +237,8 @@ FUNCTIONS: dict[str, tuple[int, int, Callable[..., Value]]] = {
     "max": (1, 64, lambda *xs: max(xs)),
     "make_divisible": (2, 3, lambda v, divisor, min_value=None: make_divisible(v, divisor, min_value)),
 }
-# Functions of one list.
-LIST_FUNCTIONS: dict[str, Callable[[tuple], Value]] = {"len": len, "sum": lambda xs: sum(xs)}
+# Functions of a list: len(xs), sum(xs), and index(xs, value), the position of a value (a variant's row).
+LIST_FUNCTIONS = ("len", "sum", "index")
 
 
 def make_divisible(v: float, divisor: int, min_value: int | None = None) -> int:
@@ -453,17 +453,28 @@ def _call(expr: ast.FuncCall, scope: Scope) -> Value:
 
 
 def _list_call(expr: ast.FuncCall, scope: Scope) -> Value:
-    """``len(xs)`` and ``sum(xs)``."""
-    if len(expr.args) != 1 or expr.args[0].name is not None:
-        raise ArchTypeError(f"`{expr.func}` takes one list", expr.span, code="E308")
+    """``len(xs)``, ``sum(xs)`` and ``index(xs, value)``."""
+    arity = 2 if expr.func == "index" else 1
+    if len(expr.args) != arity or any(a.name is not None for a in expr.args):
+        wants = "a list and a value" if arity == 2 else "one list"
+        raise ArchTypeError(f"`{expr.func}` takes {wants}", expr.span, code="E308")
     value = evaluate(expr.args[0].value, scope)
     if not isinstance(value, tuple):
         raise ArchTypeError(
             f"`{expr.func}` takes a list, got {type_name(value)} `{show(value)}`", expr.args[0].span, code="E304"
         )
+    if expr.func == "index":
+        wanted = evaluate(expr.args[1].value, scope)
+        for position, item in enumerate(value):
+            if type(item) is type(wanted) and item == wanted:
+                return position
+        hint = did_you_mean(wanted, [v for v in value if isinstance(v, str)]) if isinstance(wanted, str) else None
+        raise ArchTypeError(
+            f"{show(wanted)} is not one of {show(value)}", expr.args[1].span, hint or "give one of them", code="E306"
+        )
     if expr.func == "sum":
-        value = tuple(_number(item, expr.args[0].span, "`sum`") for item in value)
-    return _check_int(LIST_FUNCTIONS[expr.func](value), expr.span)
+        return _check_int(sum(_number(item, expr.args[0].span, "`sum`") for item in value), expr.span)
+    return len(value)
 
 
 def try_evaluate(expr: ast.Expr, scope: Scope) -> Value:

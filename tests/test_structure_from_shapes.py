@@ -203,3 +203,14 @@ def test_bad_function_arguments_are_located_errors(expr, code):
     with pytest.raises(archdsl.ArchError) as info:
         archdsl.graph(net(f"    a: conv({expr}, k=1)", blocks=""))
     assert info.value.code == code
+
+
+def test_index_picks_a_variants_row_and_names_the_choices_when_missing():
+    source = net('    let v = index(["b0", "b1"], variant)\n    linear([8, 16][v])', blocks="", shape="[4]")
+    source = source.replace("network n {", 'network n(variant = "b1") {')
+    assert archdsl.graph(source).nodes["linear"]["shape"] == (16,)
+    assert archdsl.graph(source, variant="b0").nodes["linear"]["shape"] == (8,)
+    with pytest.raises(archdsl.ArchError) as info:
+        archdsl.graph(source, variant="b7")
+    assert info.value.code == "E306"
+    assert '"b7" is not one of ["b0", "b1"]' in info.value.message
