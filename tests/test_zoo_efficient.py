@@ -43,7 +43,7 @@ BUILDERS = {
 # outputs and one training step's gradients compared
 EXACT = ["efficientnet_b0", "efficientnet_b1", "efficientnet_b3", "regnet_y_400mf", "regnet_y_800mf"]
 # one eval forward pass compared (334 MB of weights)
-FORWARD = ["regnet_y_16gf"]
+FORWARD = ["efficientnet_b7", "regnet_y_16gf"]
 EVAL_INPUT = (1, 3, 96, 96)
 TRAIN_INPUT = (2, 3, 64, 64)
 
