@@ -21,41 +21,61 @@ Canonical style
   ``.``; ``input x: [3, 32, 32]``; ``skip a -> b via p as q``.
   The one exception: an attribute of an integer literal is written ``1 .5``
   (``1.5`` would read as a float).
-* Trailing commas are dropped, and so are empty parentheses after a
+* Trailing commas are dropped (except in a list broken one element per line,
+  where every element ends with one), and so are empty parentheses after a
   definition's name (``network n() {`` -> ``network n {``). Everything else
   is kept as written: parentheses in expressions, a bare op with or without
   ``()``, the spelling of numbers (``1_000``, ``1e-3``) and strings, and
   docstrings, verbatim (their inner lines are not re-indented).
 * Brackets, parameter lists, ``skip`` statements and backslash continuations
-  are joined onto one line.
+  are joined onto one line; only list literals break (below).
 * Chains keep the line breaks their author made between links, always
   written with the arrow starting the continuation line, indented one level
   more than the statement (a break written after an arrow moves before it).
   A chain line longer than :data:`WIDTH` (128) columns, not counting its
   trailing comment, is broken before an arrow, greedily: as many links per
-  line as fit. Breaks are never removed, and nothing else is broken: a long
-  parameter list or ``assert`` stays on one line. (128 keeps the zoo's
-  one-line conv/bn/relu/pool groups of the VGG-BN files, 122 columns, intact;
-  at 120 those four files would change, at 100 also AlexNet and GoogLeNet.)
+  line as fit. Breaks are never removed, and nothing else is broken but
+  lists: a long parameter list or ``assert`` stays on one line. (128 keeps
+  the zoo's one-line conv/bn/relu/pool groups of the VGG-BN files, 122
+  columns, intact; at 120 those four files would change, at 100 also AlexNet
+  and GoogLeNet.)
+* List literals ``[...]`` stay on one line when they fit. A list breaks, one
+  element per line, when it reaches past :data:`WIDTH` (a comma right after
+  it included), or when a comment stays inside it (below). Its elements are
+  indented one level more than the line of its ``[``, each followed by a
+  comma, the last one too; its ``]`` starts a line indented like the ``[``'s,
+  and what followed the ``]`` stays after it. Outer lists break first, and the
+  leftmost first: an element that is itself a list stays on one line when it
+  fits, so a table keeps one row per line. Otherwise a list written over
+  several lines is joined: how a list is laid out depends only on its width
+  and its comments, never on the line breaks as written. Blank lines between
+  the elements of a broken list are kept, at most one in a row. In a chain,
+  the next link continues on the line of a broken list's ``]`` when it fits
+  there (a list broken only for a comment counts as written on one line).
 * Bodies: ``block name(params) {``, ``if cond {``, ``} else {`` and
   ``} else if cond {`` on one line; an empty body is ``{`` and ``}`` on two
   lines. Blank lines between statements and comments are kept, at most one in
-  a row; none right after an opening ``{``, before a closing ``}``, or at the
-  start of the file. Top-level definitions, with the comment lines directly
-  above them, are separated from everything else by exactly one blank line;
-  elsewhere at the top level (module docstring, imports, free comments) blank
+  a row; none right after an opening ``{`` or ``[``, before a closing ``}``
+  or ``]``, or at the start of the file. Top-level definitions, with the
+  comment lines directly above them, are separated from everything else by
+  exactly one blank line; elsewhere at the top level (module docstring, imports, free comments) blank
   lines are kept, at most one in a row.
 * Comments are kept, in order, with their text as written (trailing
   whitespace removed). A comment after code stays after the code of that
   line, two spaces before its ``#``; a comment on a line of its own stays on
   a line of its own, indented like the statement that follows it (like the
-  body's statements when a ``}`` follows it). A comment that cannot stay in
-  place because its line is joined (inside brackets, a parameter list, a
-  chain broken after an arrow) moves to a line of its own just above the
-  statement it was in, with the comments of that statement that came before
-  it, so that the order of all comments never changes. (A comment line between
-  a line and its ``->`` continuation line ends the statement: that text does
-  not parse, and the formatter never writes it.)
+  body's statements or a list's elements when a ``}`` or ``]`` follows it).
+  A comment stays inside a list when it comes right after the list's ``[``
+  or one of its commas, or right before its ``]``: the list is broken, and
+  the comment stays after its element (after the ``[``) or on a line of its
+  own. A comment that cannot stay in place because its line is joined
+  (inside other brackets or a parameter list, in the middle of a list's
+  element, a chain broken after an arrow) moves to a line of its own just
+  above the statement it was in, with the comments of that statement that
+  came before it, so that the order of all comments never changes (a comment
+  moved for that reason does not hold its list broken). (A comment line
+  between a line and its ``->`` continuation line ends the statement: that
+  text does not parse, and the formatter never writes it.)
 * Multi-line (triple-quoted) strings are copied verbatim, line breaks
   included: their inner lines keep their indentation, trailing whitespace
   and ``\\r\\n``, since the string's value depends on them.
@@ -69,6 +89,7 @@ import bisect
 import threading
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import accumulate, pairwise
 
 from lark import Lark, Token, Tree
 
@@ -79,7 +100,7 @@ from archdsl.parse import parse, parse_template
 __all__ = ["WIDTH", "check", "format_source"]
 
 WIDTH = 128
-"""Chain lines longer than this many columns are broken before an arrow."""
+"""Chain lines longer than this many columns are broken before an arrow; lists reaching past it, between elements."""
 
 _INDENT = "    "
 _CLOSING = ("RPAR", "RSQB")
@@ -286,6 +307,7 @@ class _Line:
     definition: bool = False  # the header of a top-level definition
     blank: bool = False  # a blank line comes before it
     trailing: str | None = None  # its trailing comment
+    inner: bool = False  # an element or closing line of a list broken one element per line
 
 
 @dataclass
@@ -301,6 +323,7 @@ class _Layout:
     """Lays out a concrete syntax tree as :class:`_Line` objects, in source order."""
 
     width: int
+    lists: dict[int, Tree]  # the non-empty list literals, by their `[` (see _list_opens)
     lines: list[_Line] = field(default_factory=list)
 
     def add(self, indent: int, text: str, tokens: list[Token], **flags: bool) -> None:
@@ -378,12 +401,21 @@ class _Layout:
         for arrow, (link_text, link_tokens) in zip(arrows, links[1:], strict=True):
             broken = _start_line(link_tokens[0]) > tokens[-1].end_line
             indent = depth if first else depth + 1
-            if broken or len(_INDENT) * indent + len(text) + 4 + len(link_text) > self.width:
+            if broken or self.end_column(indent, text, tokens) + 4 + len(link_text) > self.width:
                 self.add(indent, text, tokens, cont=not first)
                 text, tokens, first = "-> " + link_text, [arrow, *link_tokens], False
             else:
                 text, tokens = f"{text} -> {link_text}", [*tokens, arrow, *link_tokens]
         self.add(depth if first else depth + 1, text, tokens, cont=not first)
+
+    def end_column(self, indent: int, text: str, tokens: list[Token]) -> int:
+        """Where a line ends, once the lists that do not fit on it are broken (on the line of the last ``]``)."""
+        end = len(_INDENT) * indent + len(text)
+        if end <= self.width:
+            return end
+        line = _Line(indent, text, tokens)
+        last = _break_lists(line, _line_lists(line, self.lists), set(), self.width)[-1]
+        return len(_INDENT) * last.indent + len(last.text)
 
 
 # ---------------------------------------------------------------- comments
@@ -423,7 +455,7 @@ class _Index:
 
 def _hoist(lines: list[_Line], number: int) -> tuple[str, int]:
     """The slot above the statement that holds line ``number``."""
-    while lines[number].cont:
+    while lines[number].cont or lines[number].inner:
         number -= 1
     return ("before", number)
 
@@ -466,6 +498,184 @@ def _place(lines: list[_Line], comment_tokens: list[Token], index: _Index) -> li
             here.slot = later.slot if kind == "before" else _hoist(lines, number)
             here.hoisted = True
     return comments
+
+
+# ------------------------------------------------------------------- lists
+
+
+@dataclass
+class _List:
+    """A non-empty list literal on one line: token indices into that line's tokens."""
+
+    open: int
+    close: int
+    commas: list[int]
+    parent: int | None  # the list around it on the same line (its number), if any
+
+
+_Piece = tuple[int, int, _Line]
+
+
+def _list_opens(tree: Tree) -> dict[int, Tree]:
+    """The non-empty list literals of a tree, by the ``id`` of their ``[`` token."""
+    found = {}
+    for node in tree.iter_subtrees():
+        if node.data == "list_" and any(isinstance(c, Tree) for c in node.children):
+            found[id(node.children[0])] = node
+    return found
+
+
+def _line_lists(line: _Line, opens: dict[int, Tree]) -> list[_List]:
+    """The non-empty list literals of one line, in order, each with the list around it."""
+    if not any(id(tok) in opens for tok in line.tokens):
+        return []
+    position = {id(tok): k for k, tok in enumerate(line.tokens)}
+    found: list[_List] = []
+    around: list[int] = []
+    for k, tok in enumerate(line.tokens):
+        node = opens.get(id(tok))
+        if node is None:
+            continue
+        while around and found[around[-1]].close < k:
+            around.pop()
+        commas = [position[id(c)] for c in node.children if _is(c, "COMMA")]
+        found.append(_List(k, position[id(node.children[-1])], commas, around[-1] if around else None))
+        around.append(len(found) - 1)
+    return found
+
+
+def _offsets(text: str, tokens: list[Token]) -> list[int | None]:
+    """Where each token starts in the one-line ``text`` (None: not written, as a dropped trailing comma)."""
+    out: list[int | None] = []
+    cursor = 0
+    for tok in tokens:
+        while text.startswith(" ", cursor):
+            cursor += 1
+        word = _token_text(tok)
+        if text.startswith(word, cursor):
+            out.append(cursor)
+            cursor += len(word)
+        else:
+            out.append(None)
+    return out
+
+
+def _split(line: _Line, lists: list[_List], broken: set[int], offsets: list[int | None]) -> list[_Piece]:
+    """``line`` with the ``broken`` lists one element per line: (first token, its offset in ``line.text``, line)."""
+    tokens = line.tokens
+    heads, ends, closes = set(), set(), set()
+    depth_change = [0] * (len(tokens) + 1)
+    for k in broken:
+        item = lists[k]
+        heads.add(item.open + 1)
+        ends.update(c + 1 for c in item.commas)
+        ends.add(item.close)
+        closes.add(item.close)
+        depth_change[item.open + 1] += 1
+        depth_change[item.close] -= 1
+    depth = list(accumulate(depth_change))
+    bounds = [0, *sorted(heads | ends), len(tokens)]
+    out: list[_Piece] = []
+    for i, j in pairwise(bounds):
+        written = [k for k in range(i, j) if offsets[k] is not None]
+        start, last = offsets[written[0]], written[-1]
+        text = line.text[start : offsets[last] + len(_token_text(tokens[last]))]
+        if j in ends and not (tokens[j - 1].type == "COMMA" and offsets[j - 1] is not None):
+            text += ","  # every element of a broken list ends with a comma
+        first = i == 0
+        piece = _Line(
+            line.indent + depth[i],
+            text,
+            tokens[i:j],
+            cont=line.cont and first,
+            closing=line.closing and first or i in closes,
+            opens=j in heads or j == len(tokens) and line.opens,
+            definition=line.definition and first,
+            inner=not first,
+        )
+        out.append((i, start, piece))
+    return out
+
+
+def _break_lists(line: _Line, lists: list[_List], forced: set[int], width: int) -> list[_Line]:
+    """``line`` with its lists broken one element per line: the ``forced`` ones and those that do not fit.
+
+    Outer lists break first: a list breaks when it ends past ``width`` (a comma
+    right after it included) while every list around it is broken already; the
+    leftmost such list of a line breaks, then the new lines are looked at again.
+    """
+    broken = set(forced)
+    for k in forced:
+        parent = lists[k].parent
+        while parent is not None and parent not in broken:
+            broken.add(parent)
+            parent = lists[parent].parent
+    offsets = _offsets(line.text, line.tokens)
+    while True:
+        pieces = _split(line, lists, broken, offsets)
+        firsts = [i for i, _, _ in pieces]
+        chosen: dict[int, int] = {}
+        for k, item in enumerate(lists):
+            if k in broken or item.parent is not None and item.parent not in broken:
+                continue
+            number = bisect.bisect_right(firsts, item.open) - 1
+            if number in chosen:
+                continue
+            _, start, piece = pieces[number]
+            end = offsets[item.close] + 1 - start
+            end += piece.text[end : end + 1] == ","
+            if len(_INDENT) * piece.indent + end > width:
+                chosen[number] = k
+        if not chosen:
+            return [piece for _, _, piece in pieces]
+        broken.update(chosen.values())
+
+
+def _lay_out_lists(
+    logical: list[_Line], comment_tokens: list[Token], opens: dict[int, Tree], width: int
+) -> tuple[list[_Line], list[_Comment], _Index]:
+    """The lines with their lists broken where needed, and the comments placed on them.
+
+    A list breaks when it does not fit, or when a comment stays inside it: a
+    comment right after its ``[`` or one of its commas, or right before its
+    ``]``. Such a comment that still has to move above its statement (to keep
+    the comments in order) does not hold its list open: the lists are laid out
+    again without it, so that formatting the result changes nothing.
+    """
+    per_line = [_line_lists(line, opens) for line in logical]
+    if not any(per_line):
+        index = _Index(logical, comment_tokens)
+        return logical, _place(logical, comment_tokens, index), index
+    after_token: dict[int, tuple[int, int]] = {}  # `[` and commas: a comment right after stays in the list
+    before_token: dict[int, tuple[int, int]] = {}  # `]`: a comment right before stays in the list
+    for number, (line, lists) in enumerate(zip(logical, per_line, strict=True)):
+        for k, item in enumerate(lists):
+            for t in (item.open, *item.commas):
+                after_token[id(line.tokens[t])] = (number, k)
+            before_token[id(line.tokens[item.close])] = (number, k)
+    source_index = _Index(logical, comment_tokens)
+    holds: dict[int, tuple[int, int]] = {}  # comment token id -> the list it stays in
+    for tok in comment_tokens:
+        before, after = source_index.around(tok.start_pos)
+        if before is not None and id(before[1]) in after_token:
+            holds[id(tok)] = after_token[id(before[1])]
+        elif after is not None and id(after[1]) in before_token:
+            holds[id(tok)] = before_token[id(after[1])]
+    released: set[int] = set()
+    while True:
+        forced: dict[int, set[int]] = {}
+        for tok_id, (number, k) in holds.items():
+            if tok_id not in released:
+                forced.setdefault(number, set()).add(k)
+        lines: list[_Line] = []
+        for number, (line, lists) in enumerate(zip(logical, per_line, strict=True)):
+            lines.extend(_break_lists(line, lists, forced.get(number, set()), width) if lists else [line])
+        index = _Index(lines, comment_tokens)
+        comments = _place(lines, comment_tokens, index)
+        moved = {id(c.token) for c in comments if c.hoisted and id(c.token) in holds} - released
+        if not moved:
+            return lines, comments, index
+        released |= moved
 
 
 # ------------------------------------------------------------------ output
@@ -517,7 +727,7 @@ def _entries(text: str, lines: list[_Line], comments: list[_Comment], index: _In
         previous = entries[i - 1].line if i > 0 else None
         if i == 0 or (previous is not None and previous.opens) or (entry.line is not None and entry.line.closing):
             entry.blank = False
-        elif previous is not None and previous.closing and previous.indent == 0:
+        elif previous is not None and previous.closing and previous.indent == 0 and not previous.inner:
             entry.blank = True  # after a top-level definition
         if entry.line is not None and entry.line.definition:
             j = i
@@ -534,7 +744,7 @@ def format_source(text: str, file: str = "<string>", *, width: int = WIDTH) -> s
     result parses to the same program (same AST modulo spans, same graph).
     Formatting is idempotent: ``format_source(format_source(t)) ==
     format_source(t)``. ``file`` names the source in error messages;
-    ``width`` is the column limit past which chains are broken.
+    ``width`` is the column limit past which chains and lists are broken.
 
     Raises :class:`~archdsl.errors.ArchSyntaxError` (with every syntax error
     found) when ``text`` does not parse.
@@ -552,11 +762,10 @@ def format_source(text: str, file: str = "<string>", *, width: int = WIDTH) -> s
         raise ArchSyntaxError("the text does not parse", None, code="E101") from None  # pragma: no cover
     if errors := _template_errors(tree, file):
         raise combine(errors, {file: text})
-    layout = _Layout(width)
+    opens = _list_opens(tree)
+    layout = _Layout(width, opens)
     layout.module(tree)
-    lines = layout.lines
-    index = _Index(lines, comment_tokens)
-    comments = _place(lines, comment_tokens, index)
+    lines, comments, index = _lay_out_lists(layout.lines, comment_tokens, opens, width)
     out: list[str] = []
     for entry in _entries(text, lines, comments, index):
         if entry.blank and out:
