@@ -481,9 +481,54 @@ def test_deep_and_long_inputs_do_not_recurse():
     assert fmt(deep) == deep
 
 
-def test_golden_file():
-    messy = (FIXTURES / "messy.arch").read_text(encoding="utf-8")
-    expected = (FIXTURES / "messy.expected").read_text(encoding="utf-8")
+def test_lists_break_one_element_per_line():
+    table = (
+        "network t {\n"
+        "    let rows = [\n"
+        "        [3, 16],  # C1\n"
+        "        [5, 24],\n"
+        "    ]\n"
+        "    input x: [3, 8, 8]\n"
+        "    conv(rows[0][1], k=1)\n"
+        "}\n"
+    )
+    assert fmt(table) == table  # a comment inside keeps the table one row per line
+    joined = fmt(table.replace("  # C1", ""))  # without it, it fits: joined
+    assert "    let rows = [[3, 16], [5, 24]]\n" in joined
+    assert (
+        fmt(table.replace("[\n        [3, 16],  # C1\n        [5, 24],\n    ]", "[[3, 16],  # C1\n [5, 24]]")) == table
+    )
+
+    # the width: a list ending at column WIDTH stays on its line, one column more breaks it
+    def let(value: str) -> str:
+        return f"block b {{\n    let a = {value}\n}}\n"
+
+    room = WIDTH - len("    let a = [1, ]")
+    fits = let(f"[1, {'p' * room}]")
+    assert max(map(len, fits.splitlines())) == WIDTH
+    assert fmt(fits) == fits
+    assert fmt(let(f"[1, {'p' * (room + 1)}]")) == let(f"[\n        1,\n        {'p' * (room + 1)},\n    ]")
+    # a row counts the comma after it; the outer list breaks first, each row only when it does not fit
+    room = WIDTH - len("        [1, ],")
+    assert fmt(let(f"[[1, {'p' * room}], [1, {'q' * (room + 1)}]]")) == let(
+        f"[\n        [1, {'p' * room}],\n        [\n            1,\n            {'q' * (room + 1)},\n        ],\n    ]"
+    )
+
+    # a comment that must move above its statement (comments keep their order) does not hold its list open
+    moved = "network n {\n    input x: [3, 8, 8]\n    conv(2, pad=[1,  # b\n 1],  # a\n k=3)\n}\n"
+    assert fmt(moved) == "network n {\n    input x: [3, 8, 8]\n    # b\n    # a\n    conv(2, pad=[1, 1], k=3)\n}\n"
+    # inside an element, and in an empty list, a comment moves above the statement too
+    assert fmt(let("[1 +  # c\n 2, [  # d\n]]")) == "block b {\n    # c\n    # d\n    let a = [1 + 2, []]\n}\n"
+    # a comment before the comma after an element moves; right before `]`, it stays
+    assert fmt(let("[1, 2  # c\n , 3]")) == "block b {\n    # c\n    let a = [1, 2, 3]\n}\n"
+    assert fmt(let("[1, 2  # c\n ]")) == let("[\n        1,\n        2,  # c\n    ]")
+
+
+@pytest.mark.parametrize("source", sorted(FIXTURES.glob("*.arch")), ids=lambda path: path.stem)
+def test_golden_files(source):
+    """``NAME.arch`` in tests/fixtures/fmt formats to ``NAME.expected``, which is canonical."""
+    messy = source.read_text(encoding="utf-8")
+    expected = source.with_suffix(".expected").read_text(encoding="utf-8")
     assert fmt(messy) == expected
     assert fmt(expected) == expected
 
@@ -564,6 +609,38 @@ class _Writer:
         trailing = "," if self.chance(0.2) else ""
         return text + trailing + self.inner() + ")"
 
+    def listing(self, items: list[str]) -> str:
+        """A list literal: on one line, or over several with comments after ``[``, after items and between them.
+
+        Now and then one comment comes before an item's comma: it moves above the statement, and so do the
+        comments of the statement before it.
+        """
+        if self.chance(0.4):
+            return "[" + self.opt() + f",{self.opt()}".join(items) + "]"
+        moved = self.draw(st.integers(0, len(items) - 1)) if items and self.chance(0.1) else None
+        text = "[" + self.pick("", "", "  #", "\n").replace("#", self.comment()) + "\n"
+        for k, item in enumerate(items):
+            if self.chance(0.15):
+                text += self.pick("", "\n") + self.indent() + self.comment() + "\n"
+            text += self.indent() + item
+            comma = "," if k < len(items) - 1 else self.pick("", ",")
+            if k == moved:
+                text += f"  {self.comment()}\n{self.indent()}{comma}\n"
+            elif self.chance(0.4):
+                text += comma + self.pick("  ", " ", "") + self.comment() + self.pick("\n", "\n\n")
+            else:
+                text += comma + self.pick("\n", "\n", "\n\n", " ")
+        if self.chance(0.2):
+            text += self.indent() + self.comment() + "\n"
+        return text + self.indent() + "]"
+
+    def table(self) -> str:
+        """A list of rows of numbers (``let v3 = [`` rows with comments ``]``), some rows wider than the width."""
+        rows = []
+        for _ in range(self.draw(st.integers(1, 5))):
+            rows.append(self.listing([self.number(n) for n in range(1, self.draw(st.integers(1, 14)))]))
+        return self.listing(rows)
+
     def number(self, value: int) -> str:
         return self.pick(str(value), str(value), f"0{value}", f"{value}_0 // 10", f"({value})", f"{value} * 1")
 
@@ -584,7 +661,9 @@ class _Writer:
         else:
             kind = self.pick("linear", "linear", "relu", "drop", "ident")
         if kind == "conv":
-            return "conv" + self.args((None, self.number(4)), ("k", "3"), ("pad", self.pick("1", "1", "[1, 1]")))
+            pad = self.pick("1", "1", "list")
+            pad = self.listing(["1", "1"]) if pad == "list" else pad
+            return "conv" + self.args((None, self.number(4)), ("k", "3"), ("pad", pad))
         if kind == "linear":
             return "linear" + self.args((None, self.number(6)))
         if kind == "bn":
@@ -615,7 +694,9 @@ class _Writer:
         kind = self.pick("chain", "chain", "chain", "let", "assert", "if", "merge", "skip", "stage")
         refs = (["in"] if in_block else ["x"]) + self.labels
         if kind == "let":
-            return f"let{self.ws()}v{self.count}{self.opt()}={self.opt()}{self.number(3)}"
+            name = f"v{self.count}"
+            value = self.table() if self.chance(0.4) else self.number(3)
+            return f"let{self.ws()}{name}{self.opt()}={self.opt()}{value}"
         if kind == "assert":
             return f'assert{self.ws()}1{self.opt()}<{self.opt()}2{self.opt()},{self.opt()}"fine"'
         if kind == "if":
@@ -654,7 +735,7 @@ class _Writer:
             self.labels = []
             params = self.args(("c", "4"), ("k", "3"), ("flag", "false"))
             text += f"block{self.ws()}unit{params}{self.opt()}{{{unit}}}{self.end()}"
-        shape = "[3, 6, 6]" if channels else "[5]"
+        shape = self.listing(["3", "6", "6"] if channels else ["5"])
         params = self.args(("flag", self.pick("true", "false")), ("width", "4"))
         body = self.body(channels, False, f"{self.indent()}input{self.ws()}x{self.opt()}:{self.opt()}{shape}\n")
         text += f"network{self.ws()}net{params}{self.opt()}{{{body}}}" + self.end()
