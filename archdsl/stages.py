@@ -127,7 +127,14 @@ class StageExpander:
                 out.append(part)
                 continue
             value = self._concrete(part, scope, "a names template")
-            out.append(str(value) if not isinstance(value, bool) else show(value))
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                raise ArchTypeError(
+                    f"a part of a names template is an int or a string, got {type_name(value)} `{show(value)}`",
+                    part.span,
+                    "compute a number, e.g. `{i + 1}`, or a name",
+                    code="E320",
+                )
+            out.append(str(value))
         name = "".join(out)
         problem = next((p for part in name.split(".") if (p := module_name_problem(part))), None)
         if problem:
