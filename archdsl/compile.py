@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import re
 from typing import Any
 
 import networkx as nx
@@ -19,13 +20,20 @@ from archdsl.errors import ArchLimitError
 from archdsl.limits import float32_size
 from archdsl.ops import lookup
 
+_NOT_IDENTIFIER = re.compile("[^0-9a-zA-Z_]+")
 # Names the generated forward() uses itself; a node called so gets a trailing underscore.
 _CODEGEN_NAMES = {"self", "torch", "operator", "builtins", "inf", "nan", *dir(builtins)}
 
 
 def fx_name(path: str) -> str:
-    """The fx node name for a module path (``layer1.0.conv1`` -> ``layer1_0_conv1``)."""
-    name = path.replace(".", "_")
+    """The fx node name for a module path (``layer1.0.conv1`` -> ``layer1_0_conv1``, ``block1-0`` -> ``block1_0``).
+
+    Made the way fx makes a name from a candidate (a run of characters that cannot be in an identifier
+    becomes `_`, a leading digit gets a `_` before it), so that the name asked for is the name given.
+    """
+    name = _NOT_IDENTIFIER.sub("_", path)
+    if name[:1].isdigit():
+        name = f"_{name}"
     return f"{name}_" if name in _CODEGEN_NAMES or keyword.iskeyword(name) else name
 
 

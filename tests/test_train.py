@@ -424,6 +424,20 @@ def test_ctrl_c_during_training_waits_for_the_next_batch_and_twice_stops_at_once
     held, and closing the display would then hang); a second one interrupts where it lands."""
     from archdsl.train.interrupt import stop_at_safe_points
 
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # earlier tests may have changed it
+    try:
+        _interrupt_twice(stop_at_safe_points)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # an ignored SIGINT (a background job) stays ignored
+        with stop_at_safe_points() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            assert not stop.requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt_twice(stop_at_safe_points) -> None:
     with pytest.raises(KeyboardInterrupt):
         with stop_at_safe_points() as stop:
             os.kill(os.getpid(), signal.SIGINT)
@@ -434,4 +448,3 @@ def test_ctrl_c_during_training_waits_for_the_next_batch_and_twice_stops_at_once
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)  # the second SIGINT raises here, in the sleep
             pytest.fail("a second Ctrl-C did not interrupt")
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

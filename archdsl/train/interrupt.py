@@ -30,7 +30,10 @@ class StopRequest:
 def stop_at_safe_points() -> Iterator[StopRequest]:
     """Defer SIGINT to :meth:`StopRequest.check` calls inside; outside the main thread, signals are left alone."""
     request = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) in (
+        signal.SIG_IGN,
+        None,
+    ):  # not ours to handle, or ignored on purpose (a background job)
         yield request
         return
 
