@@ -383,7 +383,15 @@ def test_sigint_during_training_in_a_real_process(tmp_path):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "archdsl", "train", str(source), "--data", "synthetic", "--device", "cpu"]
     command += ["--epochs", "100000", "--out", str(run)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A run started in the background by a non-interactive shell inherits an ignored SIGINT, which
+    # Python then leaves alone; give the child the default, as a terminal would.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 120
         while not (run / "checkpoint.pt").exists() and time.monotonic() < deadline and process.poll() is None:

@@ -1,10 +1,10 @@
 """Ctrl-C during training stops at the next batch, not wherever the signal lands.
 
 A KeyboardInterrupt raised at an arbitrary bytecode can land inside the
-progress display while it holds its console lock; closing the display then
-waits on that lock forever (a training run that ignored Ctrl-C under load).
-While training, the first SIGINT only asks to stop; the loop checks between
-batches and stops there. A second SIGINT stops at once, as usual.
+progress display while it holds its console lock; closing the display would
+then wait on that lock. While training, the first SIGINT only asks to stop;
+the loop checks between batches and stops there. A second SIGINT stops at
+once, as usual. An ignored SIGINT (inherited by a background job) stays ignored.
 """
 
 from __future__ import annotations
