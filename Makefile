@@ -14,9 +14,12 @@ demo: $(STAMP)
 	$(BIN)/archdsl check
 	$(BIN)/archdsl compile resnet50
 
+# Two xdist workers for most of the suite, then the memory-heavy torchvision comparisons on their own
+# (tests/conftest.py says why); `pytest` alone runs everything in one process.
 test: $(STAMP) dot
 	$(BIN)/ruff check archdsl tests
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadgroup -m "not memory_heavy"
+	$(BIN)/pytest -q -m memory_heavy
 
 lint: $(STAMP)
 	$(BIN)/ruff check archdsl tests

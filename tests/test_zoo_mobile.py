@@ -12,7 +12,11 @@ import pytest
 import torch
 import torchvision
 from conftest import release_memory
-from test_zoo_torchvision import assert_close_in_chunks, randomize_norms
+from equivalence import (
+    assert_same_eval_output_with_random_norms,
+    assert_same_training_step,
+    shapes,
+)
 
 import archdsl
 
@@ -24,10 +28,6 @@ BUILDERS = {
 }
 EVAL_INPUT = (2, 3, 96, 96)
 TRAIN_INPUT = (2, 3, 64, 64)
-
-
-def shapes(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
-    return [(key, tuple(value.shape)) for key, value in model.state_dict().items()]
 
 
 def on_meta(name: str, **overrides) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -80,32 +80,9 @@ def pair(request):
 
 def test_eval_outputs_match_with_the_same_weights(pair):
     ours, reference = pair
-    randomize_norms(reference, seed=4)
-    ours.load_state_dict(reference.state_dict(), strict=True)
-    ours.eval()
-    reference.eval()
-    x = torch.randn(*EVAL_INPUT, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected = reference(x)
-        diff = (ours(x) - expected).abs().max().item()
-    assert diff <= 1e-4 * expected.abs().max().item()
+    assert_same_eval_output_with_random_norms(ours, reference, EVAL_INPUT)
 
 
 def test_one_training_step_has_the_same_gradients(pair):
     ours, reference = pair
-    randomize_norms(reference, seed=5)
-    ours.load_state_dict(reference.state_dict(), strict=True)
-    ours.train()
-    reference.train()
-    x = torch.randn(*TRAIN_INPUT, generator=torch.Generator().manual_seed(2))
-    target = torch.tensor([3, 7])
-    for model in (ours, reference):
-        model.zero_grad()
-        torch.manual_seed(3)  # the same dropout masks for both: they draw in the same order
-        torch.nn.functional.cross_entropy(model(x), target).backward()
-    theirs = dict(reference.named_parameters())
-    for key, param in ours.named_parameters():
-        assert_close_in_chunks(param.grad, theirs[key].grad, key)
-    their_buffers = dict(reference.named_buffers())
-    for key, buf in ours.named_buffers():
-        assert_close_in_chunks(buf, their_buffers[key], key)
+    assert_same_training_step(ours, reference, TRAIN_INPUT)

@@ -15,7 +15,13 @@ import pytest
 import torch
 import torchvision
 from conftest import release_memory
-from test_zoo_torchvision import assert_close_in_chunks, randomize_norms
+from equivalence import (
+    assert_same_eval_output,
+    assert_same_eval_output_with_random_norms,
+    assert_same_training_step,
+    randomize_norms,
+    shapes,
+)
 
 import archdsl
 from archdsl.resources import read_aliases, zoo_aliases, zoo_dir, zoo_names
@@ -47,10 +53,6 @@ def on_meta(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Ours and torchvision's model for a builder name, without allocating or initialising a weight."""
     with torch.device("meta"):
         return archdsl.load(name), torchvision_model(name)
-
-
-def shapes(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
-    return [(key, tuple(value.shape)) for key, value in model.state_dict().items()]
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
@@ -86,29 +88,12 @@ def pair(request):
 
 def test_eval_outputs_match_with_the_same_weights(pair):
     ours, reference = pair
-    randomize_norms(reference, seed=4)
-    ours.load_state_dict(reference.state_dict(), strict=True)
-    assert_same_eval_output(ours, reference)
+    assert_same_eval_output_with_random_norms(ours, reference, EVAL_INPUT)
 
 
 def test_one_training_step_has_the_same_gradients(pair):
     ours, reference = pair
-    randomize_norms(reference, seed=5)
-    ours.load_state_dict(reference.state_dict(), strict=True)
-    ours.train()
-    reference.train()
-    x = torch.randn(*TRAIN_INPUT, generator=torch.Generator().manual_seed(2))
-    target = torch.tensor([3, 7])
-    for model in (ours, reference):
-        model.zero_grad()
-        torch.manual_seed(3)  # the same dropout masks for both: they draw in the same order
-        torch.nn.functional.cross_entropy(model(x), target).backward()
-    theirs = dict(reference.named_parameters())
-    for key, param in ours.named_parameters():
-        assert_close_in_chunks(param.grad, theirs[key].grad, key)
-    their_buffers = dict(reference.named_buffers())
-    for key, buf in ours.named_buffers():
-        assert_close_in_chunks(buf, their_buffers[key], key)
+    assert_same_training_step(ours, reference, TRAIN_INPUT)
 
 
 @pytest.mark.parametrize("name", FORWARD)
@@ -120,22 +105,9 @@ def test_the_largest_give_torchvisions_output(name):
     with torch.device("meta"):
         ours = archdsl.load(name)
     ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
-    assert_same_eval_output(ours, reference)
+    assert_same_eval_output(ours, reference, EVAL_INPUT)
     del ours, reference
     release_memory()
-
-
-def assert_same_eval_output(ours: torch.nn.Module, reference: torch.nn.Module) -> None:
-    ours.eval()
-    reference.eval()
-    x = torch.randn(*EVAL_INPUT, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected = reference(x)
-        diff = (ours(x) - expected).abs().max().item()
-    assert diff <= 1e-4 * expected.abs().max().item()
-
-
-# ------------------------------------------------------------- the alias table
 
 
 def test_the_shipped_alias_table_is_valid_and_every_alias_builds():

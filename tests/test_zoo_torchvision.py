@@ -6,6 +6,7 @@ import pytest
 import torch
 import torchvision
 from conftest import release_memory
+from equivalence import assert_same_eval_output_with_random_norms, assert_same_training_step
 
 import archdsl
 
@@ -71,39 +72,13 @@ def test_parameter_counts_match_the_reference_table(pair):
         assert round(g.graph["total_macs"] / 1e9, 3) == REFERENCE[name][2]
 
 
-def randomize_norms(model: torch.nn.Module, seed: int) -> None:
-    """Random affine parameters and running statistics in every batch norm.
-
-    Freshly initialised norms are the identity on standardised data, and an
-    untrained network's outputs are tiny: both hide a wrong op or a swapped
-    norm. With random statistics each layer's mistake shows in the output.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                shape = module.running_mean.shape
-                module.weight.copy_(torch.rand(shape, generator=gen) + 0.5)
-                module.bias.copy_(torch.randn(shape, generator=gen) * 0.1)
-                module.running_mean.copy_(torch.randn(shape, generator=gen) * 0.1)
-                module.running_var.copy_(torch.rand(shape, generator=gen) + 0.5)
-
-
 def test_eval_outputs_match_with_the_same_weights(pair):
     name, ours, reference = pair
-    randomize_norms(reference, seed=4)
-    ours.load_state_dict(reference.state_dict(), strict=True)
-    ours.eval()
-    reference.eval()
     # 128 pixels exercise every layer (the networks pool adaptively) at a third of 224's cost
-    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected = reference(x)
-        diff = (ours(x) - expected).abs().max().item()
-    assert diff <= 1e-4 * expected.abs().max().item()
+    assert_same_eval_output_with_random_norms(ours, reference, (2, 3, 128, 128))
 
 
-# The VGGs differ only in their configuration table (lib: one block, one loop): every one is checked for its
+# The VGGs differ only in how many convolutions each stage has: every one is checked for its
 # keys, shapes, parameters and eval outputs, and gradients are compared on one with batch norm and the largest
 # without. Each VGG pair with gradients holds 2.3 GB, and all eight took a fifth of the suite.
 GRADIENT_CHECKED = sorted(n for n in REFERENCE if not n.startswith("vgg") or n in {"vgg11_bn", "vgg19"})
@@ -112,30 +87,4 @@ GRADIENT_CHECKED = sorted(n for n in REFERENCE if not n.startswith("vgg") or n i
 @pytest.mark.parametrize("pair", GRADIENT_CHECKED, indirect=True)
 def test_one_training_step_has_the_same_gradients(pair):
     name, ours, reference = pair
-    randomize_norms(reference, seed=5)
-    ours.load_state_dict(reference.state_dict(), strict=True)
-    ours.train()
-    reference.train()
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    target = torch.tensor([3, 7])
-    for model in (ours, reference):
-        model.zero_grad()
-        torch.manual_seed(3)  # the same dropout masks for both: they draw in the same order
-        torch.nn.functional.cross_entropy(model(x), target).backward()
-    theirs = dict(reference.named_parameters())
-    for key, param in ours.named_parameters():
-        assert_close_in_chunks(param.grad, theirs[key].grad, key)
-    # and the running statistics moved the same way
-    for key, buf in ours.named_buffers():
-        assert_close_in_chunks(buf, dict(reference.named_buffers())[key], key)
-
-
-def assert_close_in_chunks(actual: torch.Tensor, expected: torch.Tensor, key: str, chunk: int = 1 << 22) -> None:
-    """``torch.testing.assert_close`` (rtol 1e-4, atol 1e-5), a few million values at a time.
-
-    On VGG's 100-million-value classifier gradients, one call allocated
-    several temporaries of the full size: gigabytes of test-only memory.
-    """
-    assert actual.shape == expected.shape, key
-    for a, b in zip(actual.reshape(-1).split(chunk), expected.reshape(-1).split(chunk), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=key)
+    assert_same_training_step(ours, reference, (2, 3, 64, 64))
