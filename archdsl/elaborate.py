@@ -658,10 +658,11 @@ def _shown(value: Any) -> str:
 
 
 def _reads_shape(span: Span, what: str) -> ArchTypeError:
+    """A shape read where none can be inferred yet (structure reads shapes through ``_concrete``, which infers them)."""
     return ArchTypeError(
-        f"{what} cannot read shapes: the structure must be known before shapes are inferred",
+        f"{what} reads a shape that is not determined here",
         span,
-        "decide with a parameter, e.g. `first(project=true)`",
+        "a condition, a repeat count or a label may read the shapes of nodes written before it",
         code="E325",
     )
 
