@@ -144,8 +144,11 @@ class _Builder:
 
     def _span(self, where) -> Span:
         """The span of a token or a piece; an expression's first line is written from its column offset on."""
+        return self._placed(where.line, where.column, where.end_line, where.end_column)
+
+    def _placed(self, line: int, column: int, end_line: int, end_column: int) -> Span:
+        """A span of the text being parsed, moved to where that text stands in its file."""
         file, line_offset, column_offset = self._local.where
-        line, column, end_line, end_column = where.line, where.column, where.end_line, where.end_column
         if line == 1:
             column += column_offset
         if end_line == 1:
@@ -158,13 +161,7 @@ class _Builder:
         if first is last and first.__class__ is _Piece and first.span is not None:
             span = first.span
         else:
-            file, line_offset, column_offset = self._local.where
-            line, column, end_line, end_column = first.line, first.column, last.end_line, last.end_column
-            if line == 1:
-                column += column_offset
-            if end_line == 1:
-                end_column += column_offset
-            span = Span(file, line + line_offset, column, end_line + line_offset, end_column)
+            span = self._placed(first.line, first.column, last.end_line, last.end_column)
         self._local.made = (children, first, last, span)
         return span
 

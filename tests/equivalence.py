@@ -14,6 +14,17 @@ import torch
 from torch import nn
 
 
+def archdsl_and_torchvision(name: str) -> tuple[nn.Module, nn.Module]:
+    """The zoo's network ``name`` (a file or a builder name) and torchvision's builder of that name."""
+    import torchvision
+
+    import archdsl
+
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, name)()
+    return archdsl.load(name, seed=0), reference
+
+
 def randomize_norms(model: nn.Module, seed: int) -> None:
     """Random affine parameters and running statistics in every batch norm.
 

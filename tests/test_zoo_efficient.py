@@ -21,6 +21,7 @@ import torch
 import torchvision
 from conftest import release_memory
 from equivalence import (
+    archdsl_and_torchvision,
     assert_same_eval_output,
     assert_same_eval_output_with_random_norms,
     assert_same_training_step,
@@ -125,12 +126,7 @@ def test_every_builder_is_an_alias_of_one_file_with_a_variant():
 
 @pytest.fixture(scope="module", params=EXACT)
 def pair(request):
-    name = request.param
-    torch.manual_seed(0)
-    reference = getattr(torchvision.models, name)()
-    ours = archdsl.load(name, seed=0)
-    yield ours, reference
-    del ours, reference
+    yield archdsl_and_torchvision(request.param)
     release_memory()
 
 

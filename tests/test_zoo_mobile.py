@@ -13,6 +13,7 @@ import torch
 import torchvision
 from conftest import release_memory
 from equivalence import (
+    archdsl_and_torchvision,
     assert_same_eval_output_with_random_norms,
     assert_same_training_step,
     shapes,
@@ -69,12 +70,7 @@ def test_the_v3_builder_names_are_variants_of_one_file():
 
 @pytest.fixture(scope="module", params=sorted(BUILDERS))
 def pair(request):
-    name = request.param
-    torch.manual_seed(0)
-    reference = getattr(torchvision.models, name)()
-    ours = archdsl.load(name, seed=0)
-    yield ours, reference
-    del ours, reference
+    yield archdsl_and_torchvision(request.param)
     release_memory()
 
 

@@ -16,6 +16,7 @@ import torch
 import torchvision
 from conftest import release_memory
 from equivalence import (
+    archdsl_and_torchvision,
     assert_same_eval_output,
     assert_same_eval_output_with_random_norms,
     assert_same_training_step,
@@ -77,12 +78,7 @@ def test_every_builder_is_a_zoo_file_or_an_alias():
 
 @pytest.fixture(scope="module", params=EXACT)
 def pair(request):
-    name = request.param
-    torch.manual_seed(0)
-    reference = torchvision_model(name)
-    ours = archdsl.load(name, seed=0)
-    yield ours, reference
-    del ours, reference
+    yield archdsl_and_torchvision(request.param)
     release_memory()
 
 
