@@ -39,20 +39,21 @@ class UpstreamShapes:
 
     def _shape_now(self, ref: Any, span: Span) -> Shape:
         """The shape of the node ``ref`` names, inferring what is upstream of it; for ``Scope.shape_of``."""
-        node = self._resolve_now(ref, span, ref)
+        node = self._resolve_now(ref, span)
         self._infer_upstream(node, span)
         early = self._early
         if node in early.poisoned or node not in early.shapes:
             raise FailedValue()  # its own error is reported where it failed
         return early.shapes[node]
 
-    def _resolve_now(self, ref: Any, span: Span, read: Any) -> str:
+    def _resolve_now(self, ref: Any, span: Span) -> str:
+        """The node ``ref`` names now, or E325 at ``span``, where its shape is read."""
         found = resolve(ref, self.graph.__contains__)
         if isinstance(found, str):
             return found
         if found is None:
             raise FailedValue()
-        name = read.path if isinstance(read, Unresolved) else str(read)
+        name = ref.path if isinstance(ref, Unresolved) else str(ref)
         later = isinstance(ref, Unresolved) and ref.path in ref.frame.reserved
         raise ArchTypeError(
             f"the shape of `{name}` is read before it is determined"
@@ -108,14 +109,14 @@ class UpstreamShapes:
             positioned = []
             for index in self._edges_into.get(node, ()):
                 source, _, kind, position, edge_span = self.pending_edges[index]
-                found = self._resolve_now(source, span, source)
+                found = self._resolve_now(source, span)
                 positioned.append((position, Input(found, kind, edge_span)))
                 if not self.graph.has_edge(found, node):
                     self.graph.add_edge(found, node, span=edge_span)
             positioned.sort(key=lambda p: p[0])
             data["inputs"] = [item for _, item in positioned]
             if data["op"] == "shortcut":
-                data["target"] = self._resolve_now(data["target"], span, data["target"])
+                data["target"] = self._resolve_now(data["target"], span)
             self._resolved.add(node)
             deps = [item.source for item in data["inputs"]]
         if data["op"] == "shortcut" and data["target"] is not None:
