@@ -254,11 +254,12 @@ class Elaborator(StageExpander, UpstreamShapes):
             shape = (shape,)
         if (
             not isinstance(shape, tuple)
-            or len(shape) not in (1, 3)
+            or not 1 <= len(shape) <= limits.current().max_rank
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
         ):
             raise ArchTypeError(
-                f"an input shape is a list of one or three ints ([features] or [C, H, W]), got {show(shape)}",
+                f"an input shape is a list of 1 to {limits.current().max_rank} ints without the batch "
+                f"([F], [T, D], [C, H, W], ...), got {show(shape)}",
                 stmt.shape.span,
                 code="E310",
             )

@@ -33,6 +33,7 @@ class Limits:
     max_operators: int = 200  # operators in one expression
     max_int: int = 2**62  # magnitude of any integer the language computes
     max_dim: int = 2**31  # any tensor dimension
+    max_rank: int = 8  # dimensions of one tensor, the batch left out
     max_activation: int = 2**28  # values of one input or one op's output, per sample (1 GiB of float32)
     max_params: int = 2**31  # parameters of one network (8 GiB of float32): checked before any is allocated
     max_string: int = 100_000  # characters of a string the language computes

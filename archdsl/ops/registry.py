@@ -41,7 +41,7 @@ class ArgSpec:
     """One argument of an op: its name, type, default and range."""
 
     name: str
-    kind: str  # "int", "float", "bool", "int2" (int or [int, int]), "str"
+    kind: str  # "int", "float", "bool", "int2" (int or [int, int]), "ints" (a list of ints), "str"
     default: Any = REQUIRED
     minimum: float | None = None
     maximum: float | None = None
@@ -66,6 +66,10 @@ class ArgSpec:
             ok = isinstance(value, bool)
         elif kind == "str":
             ok = isinstance(value, str)
+        elif kind == "ints":
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = (value,)
+            ok = isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         elif kind == "int2":
             if isinstance(value, int) and not isinstance(value, bool):
                 value, ok = (value, value), True
@@ -80,13 +84,14 @@ class ArgSpec:
         if not ok:
             want = {
                 "int2": "an int or a list of two ints",
+                "ints": "a list of ints",
                 "int": "an int",
                 "float": "a number",
                 "bool": "`true` or `false`",
                 "str": "a string",
             }[kind]
             raise ArgProblem(f"`{self.name}` must be {want}, got {type_name(value)} `{show(value)}`")
-        items = written if isinstance(written, tuple) else (written,)
+        items = value if kind == "ints" else written if isinstance(written, tuple) else (written,)
         for item in items:
             if self.minimum is not None and item < self.minimum:
                 raise ArgProblem(f"`{self.name}` must be at least {show(self.minimum)}, got {show(item)}")
@@ -123,6 +128,11 @@ class OpSpec:
     after it may overwrite that output when it is the only reader; an
     element-wise op with an ``in_place`` twin (``torch.relu_``) then runs in
     place, as torchvision's ``nn.ReLU(inplace=True)`` does.
+
+    Several outputs: ``pieces(args, input_shapes) -> shapes`` makes an op
+    whose result is a tuple (``chunk``, ``split``). Its own ``infer`` gives
+    the shape drawn on its box; a later statement reads piece ``i`` as
+    ``label.i``, which becomes a ``piece`` node taking ``operator.getitem``.
     """
 
     name: str
@@ -146,6 +156,7 @@ class OpSpec:
     weighted: bool = False
     overwritable: bool = False
     in_place: Callable[..., Any] | None = None
+    pieces: Callable[[Mapping[str, Any], Sequence[Shape]], tuple[Shape, ...]] | None = None
     arg_names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
