@@ -184,6 +184,7 @@ def compile_(
 
     from archdsl.compile import is_out_of_memory
     from archdsl.outputs import check_output, input_files
+    from archdsl.pipeline import example_inputs
 
     out, err = _consoles(no_color)
     overrides = parse_overrides(param)
@@ -197,7 +198,7 @@ def compile_(
     g, module = built.graph, built.module
     module.eval()
     try:
-        inputs = [torch.randn(batch, *shape) for shape in built.input_shapes.values()]
+        inputs = example_inputs(module.meta["archdsl"], batch)
         with torch.no_grad():
             result = module(*inputs)
     except (MemoryError, RuntimeError) as error:

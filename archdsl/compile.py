@@ -19,6 +19,7 @@ from torch import fx, nn
 from archdsl.errors import ArchLimitError
 from archdsl.limits import float32_size
 from archdsl.ops import lookup
+from archdsl.ops.params import batched, make_parameter, param_view
 
 _NOT_IDENTIFIER = re.compile("[^0-9a-zA-Z_]+")
 # Names the generated forward() uses itself; a node called so gets a trailing underscore.
@@ -54,6 +55,7 @@ def compile_graph(
     needed = set(g.nodes)
     if outputs is not None:
         needed = set(outputs.values()).union(*(nx.ancestors(g, n) for n in outputs.values()))
+        needed |= {g.nodes[n]["tie"] for n in needed if g.nodes[n].get("tie") is not None}
     graph = fx.Graph()
     modules: dict[str, nn.Module] = {}
     env: dict[str, fx.Node] = {}
@@ -66,8 +68,12 @@ def compile_graph(
             if data["op"] == "input" or node not in needed:
                 continue
             spec = lookup(data["op"])
-            inputs = [env[src] for src in data["inputs"]]
             name = fx_name(node)
+            if data["op"] == "param":
+                modules[node] = make_parameter(data["args"])
+                env[node] = graph.create_node("get_attr", node, name=name)
+                continue
+            inputs = _inputs(graph, g, node, spec, env)
             if spec.stateful:
                 try:
                     modules[node] = spec.build(data["args"], data["input_shapes"])
@@ -82,6 +88,9 @@ def compile_graph(
                     return graph.create_node("call_function", fn, tuple(args), dict(kwargs or {}), name=_name)
 
                 env[node] = spec.emit(call, inputs, data["args"])
+    for node, data in g.nodes(data=True):
+        if data.get("tie") is not None and node in modules and data["tie"] in modules:
+            modules[node].weight = modules[data["tie"]].weight  # one tensor, counted once in parameters()
     if outputs is not None:
         graph.output({name: env[node] for name, node in outputs.items()})
     else:
@@ -89,11 +98,53 @@ def compile_graph(
         graph.output(results[0] if len(results) == 1 else tuple(results))
     _run_in_place(graph, g, env)
     graph.lint()
-    # A module root (not a dict) keeps submodules in node order, so state_dict
-    # keys come out in the order of the network, as hand-written code has them.
     module = fx.GraphModule(_nest(modules), graph, class_name=g.graph["name"])
+    _in_source_order(module, [n for n in g.graph.get("module_order", g.nodes) if n in modules])
     module.meta["archdsl"] = dict(meta or {})
     return module
+
+
+def _inputs(graph: fx.Graph, g: nx.DiGraph, node: str, spec: Any, env: dict[str, fx.Node]) -> list[fx.Node]:
+    """The fx nodes a node reads; a ``param`` beside activations is expanded over the batch unless the op broadcasts."""
+    data = g.nodes[node]
+    sources = data["inputs"]
+    inputs = [env[src] for src in sources]
+    if spec.elementwise:
+        return inputs
+    is_param = [g.nodes[src]["op"] == "param" for src in sources]
+    if any(is_param):
+        like = next(i for i, p in enumerate(is_param) if not p)
+        for index, p in enumerate(is_param):
+            if p:
+                view = param_view(g.nodes[sources[index]]["shape"], data["input_shapes"][like])
+                inputs[index] = graph.call_function(batched, (inputs[index], inputs[like], view))
+    return inputs
+
+
+def _in_source_order(module: nn.Module, order: list[str]) -> None:
+    """Put submodules and parameters in the order the source writes them, as ``__init__`` order does in PyTorch.
+
+    fx registers what the graph uses in the order it runs; a post-norm
+    transformer layer runs ``norm1`` before ``linear1`` but PyTorch declares
+    (and so stores) ``linear1`` first. Writing the layers in that order in the
+    source gives the same ``state_dict`` order.
+    """
+    first: dict[str, int] = {}
+    for rank, path in enumerate(order):
+        parts = path.split(".")
+        for cut in range(1, len(parts) + 1):
+            first.setdefault(".".join(parts[:cut]), rank)
+    containers = {""} | {path.rpartition(".")[0] for path in first}
+    for prefix in containers:
+        owner = module.get_submodule(prefix)
+        dot = f"{prefix}." if prefix else ""
+        for table in ("_modules", "_parameters"):
+            entries = getattr(owner, table)
+            ranked = sorted(entries, key=lambda key: first.get(dot + key, len(order)))
+            if ranked != list(entries):
+                reordered = {key: entries[key] for key in ranked}
+                entries.clear()
+                entries.update(reordered)
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -150,5 +201,8 @@ def _nest(modules: dict[str, nn.Module]) -> nn.Module:
             if not hasattr(owner, part):
                 owner.add_module(part, nn.Module())
             owner = getattr(owner, part)
-        owner.add_module(name, leaf)
+        if isinstance(leaf, nn.Parameter):
+            owner.register_parameter(name, leaf)
+        else:
+            owner.add_module(name, leaf)
     return root

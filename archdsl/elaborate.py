@@ -26,6 +26,7 @@ import networkx as nx
 from archdsl import limits
 from archdsl import syntax as ast
 from archdsl.binding import Signature, bind
+from archdsl.declarations import Declarations
 from archdsl.errors import (
     ArchError,
     ArchLimitError,
@@ -59,7 +60,7 @@ SHORTCUT_POLICIES = ("identity", "projection", "zeropad")
 DEFAULT_SHORTCUT_NAME = "downsample"
 
 
-class Elaborator(StageExpander, UpstreamShapes):
+class Elaborator(StageExpander, UpstreamShapes, Declarations):
     """Builds the structural graph of one network; collects every error on the way."""
 
     def __init__(self, program: Program) -> None:
@@ -221,6 +222,15 @@ class Elaborator(StageExpander, UpstreamShapes):
                     self.errors.append(err)
                 node = self._placeholder(frame, stmt.name, stmt.span, stmt.name)
                 return node
+        if isinstance(stmt, ast.ParamDecl):
+            try:
+                self._param(stmt, frame, scope)
+            except (ArchError, FailedValue) as err:
+                if isinstance(err, ArchError):
+                    self.errors.append(err)
+                if isinstance(stmt.path, str):
+                    self._placeholder(frame, stmt.path, stmt.span, stmt.path)
+            return cursor
         if isinstance(stmt, ast.OutputDecl):
             if frame.outputs is not None:
                 raise ArchNameError("`output` is declared twice", stmt.span, code="E212")
@@ -240,34 +250,6 @@ class Elaborator(StageExpander, UpstreamShapes):
         if not isinstance(value, bool):
             raise ArchTypeError(f"{what} needs a bool, got {type_name(value)} `{show(value)}`", expr.span, code="E302")
         return value
-
-    def _input(self, stmt: ast.InputDecl, definition: ast.Definition, frame: Frame, scope: Scope) -> str:
-        if definition.kind != "network":
-            raise ArchNameError(
-                "a block cannot declare inputs",
-                stmt.span,
-                "a block's input is `in`; declare inputs in the network",
-                code="E213",
-            )
-        shape = self._concrete(stmt.shape, scope, "an input shape")
-        if isinstance(shape, int) and not isinstance(shape, bool):
-            shape = (shape,)
-        if (
-            not isinstance(shape, tuple)
-            or not 1 <= len(shape) <= limits.current().max_rank
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
-        ):
-            raise ArchTypeError(
-                f"an input shape is a list of 1 to {limits.current().max_rank} ints without the batch "
-                f"([F], [T, D], [C, H, W], ...), got {show(shape)}",
-                stmt.shape.span,
-                code="E310",
-            )
-        if any(v < 1 for v in shape):
-            raise ArchTypeError(f"input sizes must be positive, got {show(shape)}", stmt.shape.span, code="E311")
-        node = self._add_node(frame, stmt.name, stmt.span, op="input", args={"shape": shape})
-        frame.names[stmt.name] = node
-        return node
 
     # ------------------------------------------------------------ chains
 
@@ -337,7 +319,25 @@ class Elaborator(StageExpander, UpstreamShapes):
                     "`in` has no meaning in a network", ref.span, "refer to a declared input by its name", code="E204"
                 )
             return frame.input_ref
-        return Unresolved(frame, ref.path, ref.span)
+        return self._piece_ref(frame, ref.path, ref.span) or Unresolved(frame, ref.path, ref.span)
+
+    def _piece_ref(self, frame: Frame, path: str, span: Span) -> str | None:
+        """``qkv.1`` after ``qkv: chunk(3)``: the node taking that output, made on its first reference; else None."""
+        head, dot, tail = path.rpartition(".")
+        if not dot or not tail.isdigit():
+            return None
+        found = resolve(Unresolved(frame, head, span), self.graph.__contains__)
+        if not isinstance(found, str):
+            return None
+        made = self.graph.nodes[found]
+        spec = lookup(made["op"])
+        if spec is None or spec.pieces is None:
+            return None
+        node = f"{found}.{int(tail)}"
+        if node not in self.graph:
+            self.graph.add_node(node, op="piece", args={"index": int(tail)}, span=span, groups=made["groups"])
+            self._edge(found, node, "flow", 0, span)
+        return node
 
     def _callee(self, call: ast.Call, definition_file: str):
         namespace = self.program.namespaces.get(definition_file, {})
@@ -363,10 +363,10 @@ class Elaborator(StageExpander, UpstreamShapes):
             return self._block_call(target, call, label, label_span, frame, scope, cursor, node_path)
         spec = target
         inputs: list[NodeRef] = []
-        call_args = call.args
+        call_args, tie = self._tie(spec, call, frame)
         if spec.inputs_in_args:
             inputs = [self._arg_ref(frame, arg) for arg in call.args if arg.name is None]
-            call_args = tuple(arg for arg in call.args if arg.name is not None)
+            call_args = tuple(arg for arg in call_args if arg.name is not None)
         else:
             if cursor is None:
                 raise ArchNameError(
@@ -386,12 +386,33 @@ class Elaborator(StageExpander, UpstreamShapes):
             scope=scope,
             label_span=label_span,
             input_spans=tuple(arg.span for arg in call.args if arg.name is None) if spec.inputs_in_args else (),
+            **tie,
         )
         for position, source in enumerate(inputs):
             self._edge(source, node, spec.edge_kind(position), position, call.span)
         if label:
             frame.names[label] = node
         return node
+
+    def _tie(self, spec, call: ast.Call, frame: Frame) -> tuple[tuple[ast.Arg, ...], dict[str, Any]]:
+        """The call's arguments without ``tie=node``, and the node attributes that ``tie`` gives (none without it).
+
+        ``head: linear(vocab, bias=false, tie=wte)`` makes ``head`` use the
+        weight of ``wte`` instead of a weight of its own (weight tying).
+        """
+        given = [arg for arg in call.args if arg.name == "tie"]
+        if not given:
+            return call.args, {}
+        arg = given[0]
+        if not spec.stateful:
+            raise ArchTypeError(f"`{spec.name}` has no weight to tie", arg.span, code="E411")
+        path = _expr_path(arg.value)
+        if path is None:
+            raise ArchTypeError(
+                "`tie=` names the node whose weight this one uses", arg.value.span, "e.g. `tie=wte`", code="E411"
+            )
+        rest = tuple(a for a in call.args if a is not arg)
+        return rest, {"tie": Unresolved(frame, path, arg.value.span), "tie_span": arg.span}
 
     def _arg_ref(self, frame: Frame, arg: ast.Arg) -> NodeRef:
         value = arg.value
@@ -405,7 +426,7 @@ class Elaborator(StageExpander, UpstreamShapes):
                 "write the names of the nodes to merge, e.g. `add(a, b)`",
                 code="E312",
             )
-        return Unresolved(frame, path, arg.span)
+        return self._piece_ref(frame, path, arg.span) or Unresolved(frame, path, arg.span)
 
     # ------------------------------------------------------------ blocks
 
@@ -621,6 +642,10 @@ class Elaborator(StageExpander, UpstreamShapes):
                 items = sorted(items, key=lambda p: p[0])
             data["inputs"] = [item for _, item in items]
         for node, data in self.graph.nodes(data=True):
+            if "tie" in data and not isinstance(data["tie"], str):
+                data["tie"] = self.resolve(data["tie"])
+                if data["tie"] is None:
+                    self.poisoned.add(node)
             if data["op"] == "shortcut" and node not in done:
                 resolved = self.resolve(data["target"])
                 data["target"] = resolved
@@ -695,6 +720,8 @@ def _labels(stmt) -> list[str]:
             labels.extend(x for x in (stmt.label, stmt.alias) if isinstance(x, str))
         elif isinstance(stmt, ast.InputDecl):
             labels.append(stmt.name)
+        elif isinstance(stmt, ast.ParamDecl) and isinstance(stmt.path, str):
+            labels.append(stmt.path)
     return labels
 
 

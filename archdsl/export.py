@@ -26,7 +26,7 @@ from torch import fx, nn
 from archdsl.api import load
 from archdsl.errors import ArchError, did_you_mean
 from archdsl.outputs import check_output, input_files, replacing, replacing_folder_files
-from archdsl.pipeline import graph_of_module, without_rewrites
+from archdsl.pipeline import example_inputs, graph_of_module, without_rewrites
 
 __all__ = ["FORMATS", "ArchExportError", "export"]
 
@@ -177,10 +177,10 @@ def _example_inputs(module: nn.Module, given: Inputs | None) -> tuple[torch.Tens
                 code="E903",
             )
         return inputs
-    shapes = _input_shapes(module)
+    _input_shapes(module)  # refuses a module archdsl did not compile
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
-    return tuple(torch.randn((1, *shape), generator=gen).to(device) for shape in shapes)
+    return tuple(t.to(device) for t in example_inputs(module.meta["archdsl"], 1, gen))
 
 
 def _input_shapes(module: nn.Module) -> list[tuple[int, ...]]:

@@ -254,6 +254,7 @@ _RULES = {
     "args": _tight,
     "arg": _tight,
     "kwarg": _tight,
+    "decl_opt": _tight,
     "params": _tight,
     "list_": _tight,
     "index": _tight,

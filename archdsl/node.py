@@ -49,6 +49,7 @@ class Node:
     span: Span
     label_span: Span | None = None
     role: str | None = None  # "shortcut" (made by a skip policy), "dense" (a dense stage's concat)
+    tie: str | None = None  # the node whose weight this one uses (`tie=wte`)
 
     @property
     def sources(self) -> tuple[str, ...]:

@@ -222,8 +222,18 @@ class _Builder:
         return self._piece(ast.Doc(_unquote(children[0]), self._extent(children)), children)
 
     def input_stmt(self, children):
-        value = ast.InputDecl(str(children[1]), children[3].value, self._extent(children))
+        options = tuple(v for v in _values(children[4:]) if isinstance(v, ast.Arg))
+        value = ast.InputDecl(str(children[1]), children[3].value, self._extent(children), options)
         return self._piece(value, children)
+
+    def param_stmt(self, children):
+        path, path_span = children[1].value
+        options = tuple(v for v in _values(children[4:]) if isinstance(v, ast.Arg))
+        value = ast.ParamDecl(path, children[3].value, options, self._extent(children), path_span)
+        return self._piece(value, children)
+
+    def decl_opt(self, children):
+        return self._piece(ast.Arg(str(children[0]), children[2].value, self._extent(children)), children)
 
     def output_stmt(self, children):
         return self._piece(ast.OutputDecl(tuple(_values(children)), self._extent(children)), children)

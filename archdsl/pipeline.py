@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import networkx as nx
+import torch
 from torch import fx
 
 from archdsl.compile import compile_graph
@@ -197,6 +198,8 @@ def compile_network(
         meta["outputs"] = named
     meta["graph"] = GraphOf(g)
     meta["input_shapes"] = [tuple(g.nodes[node]["shape"]) for node in g.graph["inputs"]]
+    inputs = [g.nodes[node]["args"] for node in g.graph["inputs"]]
+    meta["input_kinds"] = [(args.get("dtype", "float"), args.get("high")) for args in inputs]
     meta["output_names"] = list(selected) if selected is not None else list(g.graph["outputs"])
     with gc_paused():
         module = compile_graph(g, seed=seed, meta=meta, outputs=selected)
@@ -205,6 +208,21 @@ def compile_network(
     if options.get("memory_efficient"):
         memory_efficient_dense(module)
     return module
+
+
+def example_inputs(
+    meta: dict[str, Any], batch: int = 1, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, ...]:
+    """Random inputs for a compiled module, one per network input: floats from N(0, 1), token ids below ``high``."""
+    kinds = meta.get("input_kinds") or [("float", None)] * len(meta["input_shapes"])
+    made = []
+    for shape, (dtype, high) in zip(meta["input_shapes"], kinds, strict=True):
+        size = (batch, *shape)
+        if dtype == "int":
+            made.append(torch.randint(0, high, size, generator=generator))
+        else:
+            made.append(torch.randn(size, generator=generator))
+    return tuple(made)
 
 
 class GraphOf:

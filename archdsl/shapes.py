@@ -23,6 +23,7 @@ from archdsl.expr import FailedValue, Scope, Shape, evaluate, show
 from archdsl.frames import resolve
 from archdsl.node import Input
 from archdsl.ops import lookup
+from archdsl.ops.params import param_view, stretch
 from archdsl.ops.registry import ArgProblem, OpSpec, ShapeProblem
 
 
@@ -87,6 +88,8 @@ class ShapeInference:
             try:
                 if data["op"] == "shortcut":
                     self._shortcut(node, data)
+                elif data["op"] == "piece":
+                    self._piece(node, data, sources[0])
                 else:
                     self._infer(node, data, [self.shapes[src] for src in sources])
             except (Poisoned, FailedValue):
@@ -116,6 +119,8 @@ class ShapeInference:
         self.current_span = data["span"]
         if "args" not in data:
             data["args"] = self._bind(spec, data)
+        self._check_whole_reads(data)
+        ids = self._token_ids(spec, data)
         count = len(input_shapes)
         if count < spec.min_inputs or (spec.max_inputs is not None and count > spec.max_inputs):
             want = (
@@ -127,6 +132,7 @@ class ShapeInference:
             )
             raise ArchTypeError(f"`{spec.name}` takes {want} input(s), got {count}", data["span"], code="E322")
         try:
+            input_shapes = self._beside_params(spec, data, input_shapes)
             shape = tuple(spec.infer(data["args"], input_shapes))
         except ShapeProblem as problem:
             span = self._arg_span(data, problem.arg)
@@ -145,9 +151,91 @@ class ShapeInference:
             raise ArchShapeError(f"`{spec.name}` would produce the huge shape {list(shape)}", data["span"], code="E404")
         _check_activation(node, spec.name, shape, data["span"])
         data["shape"] = shape
+        if ids:
+            data["dtype"] = "int"
         data["input_shapes"] = tuple(input_shapes)
         data["params"] = spec.count_params(data["args"], input_shapes)
         data["macs"] = spec.count_macs(data["args"], input_shapes, shape)
+        self.shapes[node] = shape
+
+    def _beside_params(self, spec: OpSpec, data: dict, shapes: list[Shape]) -> list[Shape]:
+        """The input shapes as the op's rule sees them: a ``param`` lined up with the activations beside it."""
+        is_param = [self.g.nodes[item.source]["op"] == "param" for item in data["inputs"]]
+        if not any(is_param):
+            return shapes
+        like = next((shape for shape, p in zip(shapes, is_param, strict=True) if not p), None)
+        if like is None:
+            raise ArchShapeError(
+                f"`{spec.name}` is given only parameters, which have no batch",
+                data["span"],
+                "use a parameter beside an activation: `add(x, pos_embedding)`, `concat(class_token, x, dim=0)`",
+                code="E409",
+            )
+        views = []
+        for index, (shape, p) in enumerate(zip(shapes, is_param, strict=True)):
+            if not p:
+                views.append(shape)
+                continue
+            try:
+                view = param_view(shape, like)
+                views.append(stretch(view, like, shape) if spec.elementwise else view)
+            except ShapeProblem as problem:
+                spans = data.get("input_spans", ())
+                span = spans[index] if index < len(spans) else data["span"]
+                raise ArchShapeError(problem.message, span, problem.hint, code="E409") from None
+        return views
+
+    def _token_ids(self, spec: OpSpec, data: dict) -> bool:
+        """Whether this node's result is integer token ids; a float op given them is an error (E410)."""
+        if data["op"] == "input":
+            return data["args"].get("dtype") == "int"
+        reads = [index for index, item in enumerate(data["inputs"]) if self.g.nodes[item.source].get("dtype") == "int"]
+        if not reads:
+            return False
+        if spec.token_ids == "keep":
+            return len(reads) == len(data["inputs"])
+        if spec.token_ids == "embed":
+            return False
+        source = data["inputs"][reads[0]].source
+        spans = data.get("input_spans", ())
+        raise ArchShapeError(
+            f"`{spec.name}` computes with floats, but `{source}` holds integer token ids",
+            spans[reads[0]] if reads[0] < len(spans) else data["span"],
+            "turn token ids into vectors first: `embedding(num, dim)`",
+            code="E410",
+        )
+
+    def _check_whole_reads(self, data: dict) -> None:
+        """An op with several outputs is read one piece at a time (E408)."""
+        for index, item in enumerate(data["inputs"]):
+            spec = lookup(self.g.nodes[item.source]["op"])
+            if spec is not None and spec.pieces is not None:
+                count = len(spec.pieces(self.g.nodes[item.source]["args"], self.g.nodes[item.source]["input_shapes"]))
+                spans = data.get("input_spans", ())
+                raise ArchShapeError(
+                    f"`{item.source}` ({spec.name}) has {count} outputs, and this reads it whole",
+                    spans[index] if index < len(spans) else data["span"],
+                    f"read one output: `{item.source}.0` to `{item.source}.{count - 1}`",
+                    code="E408",
+                )
+
+    def _piece(self, node: str, data: dict, producer: str) -> None:
+        """Infer output ``index`` of the multi-output op ``producer`` (a reference ``qkv.1``)."""
+        made = self.g.nodes[producer]
+        spec = lookup(made["op"])
+        pieces = spec.pieces(made["args"], made["input_shapes"])
+        index = data["args"]["index"]
+        if index >= len(pieces):
+            raise ArchShapeError(
+                f"`{producer}` ({spec.name}) has {len(pieces)} outputs, so there is no `{producer}.{index}`",
+                data["span"],
+                f"its outputs are `{producer}.0` to `{producer}.{len(pieces) - 1}`",
+                code="E408",
+            )
+        shape = tuple(pieces[index])
+        data.update(shape=shape, input_shapes=(made["shape"],), params=0, macs=0)
+        if made.get("dtype") == "int":
+            data["dtype"] = "int"
         self.shapes[node] = shape
 
     def _arg_span(self, data: dict, name: str | None) -> Span:
@@ -224,7 +312,7 @@ class ShapeInference:
         self.g.remove_node(node)
         previous = src
         for new_id, attrs in chain:
-            self.g.add_node(new_id, inputs=[Input(previous, "skip", span)], **attrs)
+            self.g.add_node(new_id, inputs=[Input(previous, "skip", span)], origin=node, **attrs)
             self.g.add_edge(previous, new_id, span=span)
             self._infer(new_id, self.g.nodes[new_id], [self.shapes[previous]])
             previous = new_id

@@ -194,11 +194,23 @@ class Skip:
 
 @dataclass(frozen=True)
 class InputDecl:
-    """``input name: [c, h, w]``."""
+    """``input name: [c, h, w]``, or with options: ``input ids: [T], dtype=int, high=V``."""
 
     name: str
     shape: Expr
     span: Span
+    options: tuple[Arg, ...] = ()
+
+
+@dataclass(frozen=True)
+class ParamDecl:
+    """``param path: [dims], init=normal(std=0.02)``: a learned tensor that is no layer's weight."""
+
+    path: Path
+    shape: Expr
+    options: tuple[Arg, ...]
+    span: Span
+    path_span: Span
 
 
 @dataclass(frozen=True)
@@ -245,7 +257,7 @@ class Assert:
     span: Span
 
 
-Statement = Chain | Skip | InputDecl | OutputDecl | Let | Doc | If | Assert
+Statement = Chain | Skip | InputDecl | ParamDecl | OutputDecl | Let | Doc | If | Assert
 
 # ---------------------------------------------------------------- definitions
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 
 import networkx as nx
 from torch import fx, nn
 
 from archdsl.elaborate import Structure
-from archdsl.errors import ArchError, ArchGraphError, ArchLimitError, Label, combine
+from archdsl.errors import ArchError, ArchGraphError, ArchLimitError, ArchShapeError, Label, combine
 from archdsl.frames import module_name_problem
 from archdsl.limits import current as current_limits
 from archdsl.node import EDGE_KINDS, Node, to_networkx
@@ -38,10 +39,14 @@ def validate(structure: Structure, graph_class: type[nx.DiGraph] = nx.DiGraph) -
         if cycles:
             raise combine(errors + cycles, sources) from None
         raise combine(find_cycles(_with_edges(structural, ordering)), sources) from None
+    created = {node: index for index, node in enumerate(structural)}
     infer_shapes(structural, errors, structure.poisoned, order)
+    if not errors:
+        errors.extend(apply_ties(structural))
     if errors:
         raise combine(errors, sources)
     attrs = {**structural.graph, "sources": dict(sources), "file": structure.file}
+    attrs["module_order"] = _module_order(structural, created)
     # Inference rewrites the graph only to expand skip shortcuts; without one, the order found above still holds.
     final = to_networkx(_records(structural, None if ordering else order), attrs, graph_class)
     problems = check_reachability(final) + check_module_paths(final) + check_size(final)
@@ -49,6 +54,48 @@ def validate(structure: Structure, graph_class: type[nx.DiGraph] = nx.DiGraph) -
         raise combine(problems, sources)
     lint(final)
     return final
+
+
+def apply_ties(g: nx.DiGraph) -> list[ArchError]:
+    """Check each ``tie=``: the tied node has a weight of the same shape, which is then counted once (E411)."""
+    errors: list[ArchError] = []
+    for node, data in g.nodes(data=True):
+        tied = data.get("tie")
+        if tied is None:
+            continue
+        mine, theirs = _weight_shape(g, node), _weight_shape(g, tied)
+        problem = None
+        if theirs is None:
+            problem = f"`{tied}` ({g.nodes[tied]['op']}) has no weight to share"
+        elif mine != theirs:
+            problem = f"`{node}` needs a weight of shape {list(mine)}, but `{tied}`'s is {list(theirs)}"
+        if problem:
+            errors.append(ArchShapeError(problem, data["tie_span"], "tie layers whose weights agree", code="E411"))
+        else:
+            data["params"] -= math.prod(mine)
+    return errors
+
+
+def _weight_shape(g: nx.DiGraph, node: str) -> tuple[int, ...] | None:
+    data = g.nodes[node]
+    spec = lookup(data["op"])
+    if spec is None or spec.weight_shape is None:
+        return None
+    return tuple(spec.weight_shape(data["args"], data["input_shapes"]))
+
+
+def _module_order(g: nx.DiGraph, created: dict[str, int]) -> list[str]:
+    """The nodes with weights, in the order the source writes them (the compiled module registers them so).
+
+    A skip's projection, made during shape inference, takes the place of the skip that made it.
+    """
+
+    def written(node: str) -> int:
+        origin = g.nodes[node].get("origin")
+        return created[origin] if origin in created else created.get(node, len(created))
+
+    weighted = [n for n, data in g.nodes(data=True) if data["op"] == "param" or lookup(data["op"]).stateful]
+    return sorted(weighted, key=written)
 
 
 def _with_edges(g: nx.DiGraph, edges: list[tuple[str, str]]) -> nx.DiGraph:
@@ -79,6 +126,7 @@ def _records(g: nx.DiGraph, order: list[str] | None = None) -> list[Node]:
                 span=data["span"],
                 label_span=data.get("label_span"),
                 role=data.get("role"),
+                tie=data.get("tie"),
             )
         )
     return records
@@ -156,6 +204,8 @@ def check_reachability(g: nx.DiGraph) -> list[ArchError]:
     inputs = g.graph.get("inputs", [])
     outputs = g.graph.get("outputs", [])
     fed = set(inputs).union(*(nx.descendants(g, i) for i in inputs)) if inputs else set()
+    # A parameter is a source too; whatever reads one also reads an activation (E409), so only it is added.
+    fed.update(n for n, data in g.nodes(data=True) if data["op"] == "param")
     used = set(outputs).union(*(nx.ancestors(g, o) for o in outputs)) if outputs else set()
     for node, data in g.nodes(data=True):
         if node not in fed:
@@ -185,7 +235,7 @@ _MODULE_ATTRIBUTES = set(dir(fx.GraphModule)) | set(vars(nn.Module())) | {"graph
 def check_module_paths(g: nx.DiGraph) -> list[ArchError]:
     """Paths that cannot become submodules: ``x`` above ``x.y``, or names PyTorch modules already use."""
     errors: list[ArchError] = []
-    stateful = {n for n, d in g.nodes(data=True) if (spec := lookup(d["op"])) is not None and spec.stateful}
+    stateful = {n for n, d in g.nodes(data=True) if d["op"] == "param" or lookup(d["op"]).stateful}
     for node in stateful:
         taken = [part for part in node.split(".") if part in _MODULE_ATTRIBUTES]
         if taken:

@@ -100,6 +100,20 @@ class ArgSpec:
         return value
 
 
+@dataclass(frozen=True)
+class ChoiceArg(ArgSpec):
+    """A string argument that must be one of ``choices``; another value is an argument error (E301)."""
+
+    choices: tuple[str, ...] = ()
+
+    def coerce(self, value: Any) -> Any:
+        value = super().coerce(value)
+        if value not in self.choices:
+            allowed = " or ".join(show(choice) for choice in self.choices)
+            raise ArgProblem(f"`{self.name}` must be {allowed}, got `{show(value)}`", hint=self.doc or None)
+        return value
+
+
 def _zero(*_: Any) -> int:
     return 0
 
@@ -133,6 +147,12 @@ class OpSpec:
     whose result is a tuple (``chunk``, ``split``). Its own ``infer`` gives
     the shape drawn on its box; a later statement reads piece ``i`` as
     ``label.i``, which becomes a ``piece`` node taking ``operator.getitem``.
+
+    Learned tensors (``param`` nodes) have no batch dimension; beside an
+    activation they line up with it as PyTorch broadcasting does (see
+    :func:`archdsl.ops.params.param_view`). An ``elementwise`` op's shape rule
+    sees them stretched to the activation's shape, and torch broadcasts them
+    at run time; any other op gets them expanded over the batch.
     """
 
     name: str
@@ -157,6 +177,9 @@ class OpSpec:
     overwritable: bool = False
     in_place: Callable[..., Any] | None = None
     pieces: Callable[[Mapping[str, Any], Sequence[Shape]], tuple[Shape, ...]] | None = None
+    elementwise: bool = False  # inputs broadcast against each other (a `param` of size 1 in a dim stretches)
+    weight_shape: Callable[[Mapping[str, Any], Sequence[Shape]], Shape] | None = None  # what `tie=` shares
+    token_ids: str = "refuse"  # given integer token ids: "refuse" them, "keep" them (layout ops), or "embed" them
     arg_names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
