@@ -43,6 +43,6 @@ def axis(dim: int, shape: Shape, op: str, arg: str = "dim") -> int:
     return index
 
 
-def torch_dim(index: int) -> int:
-    """The dimension of the batched tensor for an index into the batch-free shape."""
-    return index + 1
+def torch_dim(dim: int) -> int:
+    """The dimension of the batched tensor for a batch-free ``dim``: ``0`` -> ``1``; from the end (``-1``), the same."""
+    return dim + 1 if dim >= 0 else dim

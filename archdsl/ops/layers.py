@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from archdsl.expr import Shape
+from archdsl.ops.dims import axis, torch_dim
 from archdsl.ops.registry import ArgSpec, OpSpec, ShapeProblem, register
 
 Args = Mapping[str, Any]
@@ -329,12 +330,20 @@ register(
     )
 )
 
+
+def _softmax_infer(args: Args, shapes: Sequence[Shape]) -> Shape:
+    axis(args["dim"], shapes[0], "softmax")
+    return shapes[0]
+
+
 register(
     OpSpec(
         name="softmax",
-        summary="softmax over channels / features",
-        infer=_same,
-        emit=lambda call, inputs, args: call(torch.softmax, tuple(inputs), {"dim": 1}),
+        summary="softmax along `dim` (default: channels / features / tokens)",
+        args=(ArgSpec("dim", "int", 0, doc="the dim whose values sum to 1; the batch is left out"),),
+        infer=_softmax_infer,
+        emit=lambda call, inputs, args: call(torch.softmax, tuple(inputs), {"dim": torch_dim(args["dim"])}),
+        label=lambda args: "softmax" if args["dim"] == 0 else f"softmax dim {args['dim']}",
     )
 )
 register(
@@ -349,16 +358,6 @@ register(
 )
 
 # ------------------------------------------------------------ flat ops
-
-
-register(
-    OpSpec(
-        name="flatten",
-        summary="flatten everything but the batch dimension",
-        infer=lambda args, shapes: (math.prod(shapes[0]),),
-        emit=lambda call, inputs, args: call(torch.flatten, tuple(inputs), {"start_dim": 1}),
-    )
-)
 
 
 def _linear_infer(args: Args, shapes: Sequence[Shape]) -> Shape:

@@ -10,6 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from archdsl.expr import Shape
+from archdsl.ops.dims import axis, torch_dim
 from archdsl.ops.registry import ArgSpec, OpSpec, ShapeProblem, register
 
 Args = Mapping[str, Any]
@@ -57,26 +58,37 @@ def _concat_infer(args: Args, shapes: Sequence[Shape]) -> Shape:
     if len(ranks) != 1:
         raise ShapeProblem(f"`concat` cannot join inputs of different ranks: {[list(s) for s in shapes]}")
     first = shapes[0]
+    d = axis(args["dim"], first, "concat")
     for index, shape in enumerate(shapes[1:], start=1):
-        if shape[1:] != first[1:]:
+        if shape[:d] + shape[d + 1 :] == first[:d] + first[d + 1 :]:
+            continue
+        if d == 0 and len(first) == 3:
             raise ShapeProblem(
                 f"`concat` joins channels, so spatial sizes must agree: input 1 is {list(first)}"
                 f" but input {index + 1} is {list(shape)}",
                 hint="pool or stride the larger input so the spatial sizes match",
                 input_index=index,
             )
-    return (sum(s[0] for s in shapes), *first[1:])
+        raise ShapeProblem(
+            f"`concat` joins along dim {args['dim']}, so the other dims must agree: input 1 is {list(first)}"
+            f" but input {index + 1} is {list(shape)}",
+            hint="make the other dims agree before the `concat`, or join along another dim with `dim=`",
+            input_index=index,
+        )
+    return (*first[:d], sum(s[d] for s in shapes), *first[d + 1 :])
 
 
 register(
     OpSpec(
         name="concat",
-        summary="concatenate inputs along channels, in the order given",
+        summary="concatenate inputs in the order given, along channels or the `dim` given",
+        args=(ArgSpec("dim", "int", 0, doc="the dim to join along (0: channels, or tokens); the batch is left out"),),
         min_inputs=1,
         max_inputs=None,
         inputs_in_args=True,
         infer=_concat_infer,
-        emit=lambda call, inputs, args: call(torch.cat, (list(inputs),), {"dim": 1}),
+        emit=lambda call, inputs, args: call(torch.cat, (list(inputs),), {"dim": torch_dim(args["dim"])}),
+        label=lambda args: "concat" if args["dim"] == 0 else f"concat dim {args['dim']}",
         edge_kind=lambda position: "concat",
         fill="#d5e5f5",
         merge_note="concats",
