@@ -12,8 +12,6 @@ A mixin of :class:`archdsl.elaborate.Elaborator`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from archdsl import limits
 from archdsl import syntax as ast
 from archdsl.binding import Signature, bind
@@ -81,7 +79,7 @@ class Declarations:
         path = self._path_text(stmt.path, scope)
         shape = self._shape(stmt.shape, scope, "a parameter's shape")
         options = _options("param", ("init",), stmt.options, stmt.span)
-        init = _init(options["init"].value, scope) if "init" in options else ("zeros", {})
+        init = _init(options["init"].value, scope) if "init" in options else ("zeros", ())
         node = self._add_node(
             frame, path, stmt.span, op="param", args={"shape": shape, "init": init}, label_span=stmt.path_span
         )
@@ -133,8 +131,8 @@ def _dtype(arg: ast.Arg) -> str:
     return word
 
 
-def _init(expr: ast.Expr, scope: Scope) -> tuple[str, dict[str, float]]:
-    """``zeros`` or ``normal(std=0.02)``: the init's kind and its arguments, checked."""
+def _init(expr: ast.Expr, scope: Scope) -> tuple[str, tuple[tuple[str, float], ...]]:
+    """``zeros`` or ``normal(std=0.02)``: the init's kind and its arguments (name, value), checked."""
     if isinstance(expr, ast.FuncCall):
         kind, args, span = expr.func, expr.args, expr.span
     else:
@@ -166,11 +164,4 @@ def _init(expr: ast.Expr, scope: Scope) -> tuple[str, dict[str, float]]:
         raise ArchTypeError(f"`std` must be at least 0, got {values['std']:g}", span, code="E301")
     if kind == "trunc_normal" and values["a"] >= values["b"]:
         raise ArchTypeError(f"`a` must be below `b`, got a={values['a']:g}, b={values['b']:g}", span, code="E301")
-    return kind, values
-
-
-def describe_init(init: tuple[str, dict[str, Any]]) -> str:
-    """How a diagram or summary writes an init: ``normal(std=0.02)``."""
-    kind, values = init
-    shown = [f"{k}={v:g}" for k, v in values.items() if dict(INITS[kind]).get(k) != v]
-    return kind if not shown and not INITS[kind] else f"{kind}({', '.join(shown)})"
+    return kind, tuple(values.items())

@@ -39,6 +39,7 @@ def _emit_add(call, inputs, args):
 register(
     OpSpec(
         name="add",
+        elementwise=True,
         summary="elementwise sum of its inputs (a residual merge)",
         min_inputs=2,
         max_inputs=None,
@@ -81,6 +82,7 @@ def _concat_infer(args: Args, shapes: Sequence[Shape]) -> Shape:
 register(
     OpSpec(
         name="concat",
+        token_ids="keep",
         summary="concatenate inputs in the order given, along channels or the `dim` given",
         args=(ArgSpec("dim", "int", 0, doc="the dim to join along (0: channels, or tokens); the batch is left out"),),
         min_inputs=1,
@@ -116,6 +118,7 @@ def _broadcast(op: str, shapes: Sequence[Shape]) -> Shape:
 register(
     OpSpec(
         name="mul",
+        elementwise=True,
         summary="elementwise product, broadcasting sizes of 1 (squeeze-and-excitation scaling)",
         min_inputs=2,
         max_inputs=2,
@@ -137,6 +140,7 @@ def highway_gate(t: torch.Tensor, h: torch.Tensor, x: torch.Tensor) -> torch.Ten
 register(
     OpSpec(
         name="gate",
+        elementwise=True,
         summary="highway merge gate(t, h, x) = t * h + (1 - t) * x",
         min_inputs=3,
         max_inputs=3,

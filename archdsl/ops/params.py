@@ -24,7 +24,7 @@ Args = Mapping[str, Any]
 
 def make_parameter(args: Args) -> nn.Parameter:
     """The declared tensor, initialised as its ``init`` says (on the default device)."""
-    kind, values = args["init"]
+    kind, values = args["init"][0], dict(args["init"][1])
     tensor = torch.empty(args["shape"])
     with torch.no_grad():
         if kind == "zeros":
@@ -53,7 +53,7 @@ register(
         max_inputs=0,
         internal=True,
         count_params=lambda args, shapes: math.prod(args["shape"]),
-        label=lambda args: "param " + "×".join(map(str, args["shape"])),
+        label=lambda args: "param",
         fill="#fde9c9",
     )
 )

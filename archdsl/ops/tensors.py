@@ -116,6 +116,7 @@ def _emit_reshape(call, inputs, args):
 RESHAPE = register(
     OpSpec(
         name="reshape",
+        token_ids="keep",
         summary="give the values a new shape (batch left out), one size of -1 inferred (torch.reshape)",
         args=(ArgSpec("shape", "ints", minimum=-1, doc="the new shape without the batch; one size may be -1"),),
         infer=_reshape_infer("reshape"),
@@ -127,6 +128,7 @@ register(
     dataclasses.replace(
         RESHAPE,
         name="view",
+        token_ids="keep",
         summary="another name for `reshape` (copies only where torch.reshape would)",
         infer=_reshape_infer("view"),
         label=lambda args: f"view {list(args['shape'])}",
@@ -166,6 +168,7 @@ def _flatten_label(args: Args) -> str:
 register(
     OpSpec(
         name="flatten",
+        token_ids="keep",
         summary="merge dims start to end (default: everything after the batch) into one (torch.flatten)",
         args=(
             ArgSpec("start", "int", 0, doc="the first dim to merge"),
@@ -210,6 +213,7 @@ def _emit_permute(call, inputs, args):
 register(
     OpSpec(
         name="permute",
+        token_ids="keep",
         summary="reorder the dims (the batch stays first) (torch.permute)",
         args=(ArgSpec("dims", "ints", doc="every dim once, in its new order"),),
         infer=_permute_infer,
@@ -231,6 +235,7 @@ def _transpose_infer(args: Args, shapes: Sequence[Shape]) -> Shape:
 register(
     OpSpec(
         name="transpose",
+        token_ids="keep",
         summary="swap two dims (torch.transpose)",
         args=(ArgSpec("dim0", "int"), ArgSpec("dim1", "int")),
         infer=_transpose_infer,
@@ -263,6 +268,7 @@ def _select_infer(args: Args, shapes: Sequence[Shape]) -> Shape:
 register(
     OpSpec(
         name="select",
+        token_ids="keep",
         summary="take one index of a dim and drop that dim, e.g. a sequence's first token (torch.select)",
         args=(
             ArgSpec("index", "int", doc="the index to take; negative counts from the end"),
@@ -293,6 +299,7 @@ def _unsqueeze_infer(args: Args, shapes: Sequence[Shape]) -> Shape:
 register(
     OpSpec(
         name="unsqueeze",
+        token_ids="keep",
         summary="insert a dim of size 1 at `dim` of the output (torch.unsqueeze)",
         args=(ArgSpec("dim", "int", doc="where the new dim stands in the output"),),
         infer=_unsqueeze_infer,
@@ -318,6 +325,7 @@ def _squeeze_infer(args: Args, shapes: Sequence[Shape]) -> Shape:
 register(
     OpSpec(
         name="squeeze",
+        token_ids="keep",
         summary="remove a dim of size 1 (torch.squeeze)",
         args=(ArgSpec("dim", "int", doc="the dim to remove; its size must be 1"),),
         infer=_squeeze_infer,
@@ -369,6 +377,7 @@ def _split_pieces(args: Args, shapes: Sequence[Shape]) -> tuple[Shape, ...]:
 register(
     OpSpec(
         name="chunk",
+        token_ids="keep",
         summary="cut a dim into n pieces of ceil(size / n), the last shorter, fewer if they run out (torch.chunk)",
         args=(ArgSpec("n", "int", minimum=1, doc="how many pieces"), ArgSpec("dim", "int", 0)),
         infer=_whole(_chunk_pieces),
@@ -380,6 +389,7 @@ register(
 register(
     OpSpec(
         name="split",
+        token_ids="keep",
         summary="cut a dim into pieces of the sizes given, which add up to it (torch.split)",
         args=(ArgSpec("sizes", "ints", minimum=1, doc="the size of each piece"), ArgSpec("dim", "int", 0)),
         infer=_whole(_split_pieces),

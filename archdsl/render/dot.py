@@ -31,12 +31,14 @@ EDGE_STYLE = {
     },
     "concat": {"color": "#1f77b4", "penwidth": "2", "weight": "2", "arrowhead": "diamond"},
     "gate": {"color": "#2ca02c", "style": "dotted", "penwidth": "2", "weight": "0", "arrowhead": "odot"},
+    "tie": {"color": "#9467bd", "style": "dashed", "penwidth": "1.5", "constraint": "false", "dir": "both"},
 }
 EDGE_MEANING = {
     "flow": "flow",
     "skip": "skip (summed)",
     "concat": "concat (channels joined)",
     "gate": "gate (multiplies)",
+    "tie": "tied weights (one tensor)",
 }
 # Folded boxes; a layer's box takes its op's `fill` from the registry.
 FILL = {
@@ -184,7 +186,7 @@ def _legend(dot: graphviz.Digraph, view: View) -> None:
             a, b = f"legend_{kind}_a", f"legend_{kind}_b"
             legend.node(a, label="", shape="point", width="0.05", style="invis")
             legend.node(b, label=EDGE_MEANING[kind], shape="plaintext", style="", fontsize="9")
-            legend.edge(a, b, **{k: v for k, v in EDGE_STYLE[kind].items() if k != "weight"})
+            legend.edge(a, b, **{k: v for k, v in EDGE_STYLE[kind].items() if k not in ("weight", "constraint")})
 
 
 def _relative(name: str, within: str) -> str:

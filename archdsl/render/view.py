@@ -100,7 +100,7 @@ def fold(g: nx.DiGraph, level: str = "block", expand: tuple[str, ...] = (), dens
             units[a].internal[kind] += 1
             continue
         uses[source, target, kind] += 1
-        channels = g.nodes[source]["shape"][0] if kind == "concat" else None
+        channels = _joined_size(g, source, target) if kind == "concat" else None
         edge = edges.setdefault((a, b, kind), Edge(a, b, kind, channels))
         if uses[source, target, kind] > edge.uses:
             edges[a, b, kind] = replace(edge, uses=uses[source, target, kind])
@@ -166,15 +166,27 @@ def _signature(g: nx.DiGraph, group: Group, nodes: list[str]) -> tuple:
     return (group.name, group.args, layers)
 
 
+def _joined_size(g: nx.DiGraph, source: str, target: str) -> int:
+    """How much a concat's input adds along the dim it joins (channels by default), as its edge is labelled."""
+    record = g.nodes[target]["record"]
+    shape = g.nodes[source]["shape"]
+    if record.op != "concat" or source not in record.sources:  # a dense stage's bus joins channels
+        return shape[0]
+    shape = record.input_shapes[record.sources.index(source)]  # a parameter as the concat sees it
+    return shape[record.args["dim"]]
+
+
 def _all_edges(g: nx.DiGraph):
-    """Every input of every node, in order (a node used twice gives two edges)."""
+    """Every input of every node, in order (a node used twice gives two edges), and every weight tie."""
     for node, data in g.nodes(data=True):
         for item in data["record"].inputs:
             yield item.source, node, item.kind
+        if data.get("tie") is not None:
+            yield data["tie"], node, "tie"
 
 
 def _display_edges(g: nx.DiGraph):
-    """Graph edges as drawn: dense concatenations become a bus (previous point + newest output)."""
+    """Graph edges as drawn: dense concatenations become a bus (previous point + newest output); weight ties too."""
     bus_by_inputs: dict[tuple[str, ...], str] = {}
     for node, data in g.nodes(data=True):
         inputs = tuple(data["inputs"])
@@ -189,3 +201,5 @@ def _display_edges(g: nx.DiGraph):
             bus_by_inputs[inputs] = node
         for item in data["record"].inputs:
             yield item.source, node, item.kind
+        if data.get("tie") is not None:
+            yield data["tie"], node, "tie"
