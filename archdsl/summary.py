@@ -89,7 +89,10 @@ def _row(g: nx.DiGraph, unit: Unit) -> Row:
         shape=tuple(last["shape"]),
         params=sum(d["params"] for d in data),
         macs=sum(d["macs"] for d in data),
-        activation_bytes=sum(math.prod(d["shape"]) * BYTES_PER_VALUE for d in data if d["op"] != "input"),
+        # inputs are the caller's and params are weights: neither is an activation the network makes
+        activation_bytes=sum(
+            math.prod(d["shape"]) * BYTES_PER_VALUE for d in data if d["op"] not in ("input", "param")
+        ),
     )
 
 
