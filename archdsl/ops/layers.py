@@ -11,8 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from archdsl.expr import Shape
-from archdsl.ops.dims import axis, torch_dim
-from archdsl.ops.registry import ArgSpec, OpSpec, ShapeProblem, register
+from archdsl.ops.dims import axis, needs_rank, torch_dim
+from archdsl.ops.registry import ArgSpec, ChoiceArg, OpSpec, ShapeProblem, register
 
 Args = Mapping[str, Any]
 
@@ -250,10 +250,8 @@ register(
 
 
 def _bn_infer(args: Args, shapes: Sequence[Shape]) -> Shape:
-    (shape,) = shapes
-    if len(shape) not in (1, 3):
-        raise ShapeProblem(f"`batchnorm` needs a [C, H, W] or flat [F] input, got {list(shape)}")
-    return shape
+    hint = "it normalises the first dimension, the channels, of [C], [C, L] or [C, H, W]"
+    return needs_rank("batchnorm", shapes[0], (1, 2, 3), hint)
 
 
 def _bn_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
@@ -264,7 +262,7 @@ def _bn_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
 register(
     OpSpec(
         name="batchnorm",
-        summary="batch normalisation over channels (BatchNorm2d, or BatchNorm1d on flat inputs)",
+        summary="batch normalisation over channels (BatchNorm2d on [C, H, W], BatchNorm1d on [C] and [C, L])",
         args=(ArgSpec("eps", "float", 1e-5, minimum=0.0), ArgSpec("momentum", "float", 0.1, minimum=0.0, maximum=1.0)),
         infer=_bn_infer,
         count_params=lambda args, shapes: 2 * shapes[0][0],
@@ -296,7 +294,6 @@ def _elementwise(name: str, fn, summary: str, in_place=None) -> None:
 _elementwise("relu", torch.relu, "rectified linear unit", in_place=torch.relu_)
 _elementwise("sigmoid", torch.sigmoid, "logistic sigmoid")
 _elementwise("tanh", torch.tanh, "hyperbolic tangent")
-_elementwise("gelu", F.gelu, "Gaussian error linear unit")
 _elementwise("silu", F.silu, "sigmoid linear unit (swish)")
 # The in-place twins are the kernels F.relu6 / F.hardswish / F.hardsigmoid call with `inplace=True`
 # (torchvision's MobileNets use them so): the same numbers, forward and backward.
@@ -319,6 +316,20 @@ register(
         # no in-place twin: torch cannot differentiate an in-place leaky ReLU whose slope is negative
         emit=lambda call, inputs, args: call(F.leaky_relu, tuple(inputs), {"negative_slope": args["slope"]}),
         label=lambda args: f"leaky_relu {args['slope']:g}",
+    )
+)
+register(
+    OpSpec(
+        name="gelu",
+        summary='Gaussian error linear unit (torch.nn.GELU); approximate="tanh" for its tanh form',
+        args=(
+            ChoiceArg("approximate", "str", "none", doc='"none": the exact erf form; "tanh"', choices=("none", "tanh")),
+        ),
+        infer=_same,
+        emit=lambda call, inputs, args: call(
+            F.gelu, tuple(inputs), {"approximate": "tanh"} if args["approximate"] == "tanh" else {}
+        ),
+        label=lambda args: "gelu tanh" if args["approximate"] == "tanh" else "gelu",
     )
 )
 register(
@@ -361,17 +372,17 @@ register(
 
 
 def _linear_infer(args: Args, shapes: Sequence[Shape]) -> Shape:
-    (shape,) = shapes
-    if len(shape) != 1:
-        raise ShapeProblem(
-            f"`linear` needs a flat input, got {list(shape)}",
-            hint="add `flatten` (or a pooling op and `flatten`) before it",
-        )
-    return (args["out"],)
+    # Any rank, as nn.Linear: the last dim. An image [C, H, W] is accepted too, because ConvNeXt's
+    # blocks apply nn.Linear to channels-last [H, W, C] tensors and shapes do not record the layout.
+    return (*shapes[0][:-1], args["out"])
+
+
+def _linear_macs(args: Args, shapes: Sequence[Shape], out: Shape) -> int:
+    return math.prod(out) * shapes[0][-1]
 
 
 def _linear_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
-    layer = nn.Linear(shapes[0][0], args["out"], bias=args["bias"])
+    layer = nn.Linear(shapes[0][-1], args["out"], bias=args["bias"])
     if layer.bias is not None and args["bias_init"] is not None:
         nn.init.constant_(layer.bias, args["bias_init"])
     return layer
@@ -380,15 +391,15 @@ def _linear_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
 register(
     OpSpec(
         name="linear",
-        summary="fully connected layer (torch.nn.Linear); input features are inferred",
+        summary="fully connected layer (torch.nn.Linear) on the last dim; input features are inferred",
         args=(
             ArgSpec("out", "int", minimum=1, doc="output features"),
             ArgSpec("bias", "bool", True),
             ArgSpec("bias_init", "float", None, doc="initial value of the bias (default: PyTorch's)"),
         ),
         infer=_linear_infer,
-        count_params=lambda args, shapes: args["out"] * shapes[0][0] + (args["out"] if args["bias"] else 0),
-        count_macs=lambda args, shapes, out: args["out"] * shapes[0][0],
+        count_params=lambda args, shapes: args["out"] * shapes[0][-1] + (args["out"] if args["bias"] else 0),
+        count_macs=_linear_macs,
         build=_linear_build,
         label=lambda args: f"linear {args['out']}",
         fill="#dbe9f6",

@@ -9,32 +9,17 @@ import torchvision; the tests compare the two.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from archdsl.expr import Shape, show
-from archdsl.ops.registry import ArgProblem, ArgSpec, OpSpec, register
+from archdsl.expr import Shape
+from archdsl.ops.registry import ArgSpec, ChoiceArg, OpSpec, register
 
 Args = Mapping[str, Any]
 
 MODES = ("row", "batch")
-
-
-@dataclass(frozen=True)
-class ChoiceArg(ArgSpec):
-    """A string argument that must be one of ``choices``; another value is an argument error (E301)."""
-
-    choices: tuple[str, ...] = ()
-
-    def coerce(self, value: Any) -> Any:
-        value = super().coerce(value)
-        if value not in self.choices:
-            allowed = " or ".join(show(choice) for choice in self.choices)
-            raise ArgProblem(f"`{self.name}` must be {allowed}, got `{show(value)}`", hint=self.doc or None)
-        return value
 
 
 class DropPath(nn.Module):
