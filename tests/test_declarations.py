@@ -275,3 +275,11 @@ def test_declarations_format_canonically_and_stably(options, space):
     assert f"    param p: [1, 6, 8]{''.join(', ' + o for o in options)}\n" in formatted
     assert format_source(formatted) == formatted
     archdsl.graph(formatted)
+
+
+def test_training_on_token_ids_is_refused_before_any_data_is_read():
+    from archdsl.train.loop import check_fit
+
+    with pytest.raises(archdsl.ArchError) as caught:
+        check_fit(archdsl.graph(net("    embedding(20, 8) -> flatten -> linear(10)", TOKENS)), None, "digits")
+    assert caught.value.diagnostics[0].code == "E801" and "integer token ids" in caught.value.diagnostics[0].message

@@ -117,6 +117,14 @@ def check_fit(graph, data: Data | None, spec: str | None = None) -> None:
     """
     if len(graph.graph["inputs"]) != 1 or len(graph.graph["outputs"]) != 1:
         raise ArchDataError("training needs a network with one input and one output", None, code="E805")
+    (source,) = graph.graph["inputs"]
+    if graph.nodes[source]["args"].get("dtype") == "int":
+        raise ArchDataError(
+            f"the input `{source}` takes integer token ids, and `archdsl train` has only image and feature data",
+            None,
+            "train it from Python: archdsl.load(...) is a torch module like any other",
+            code="E801",
+        )
     num_classes, name = (data.num_classes, data.name) if data is not None else (known_classes(spec), spec)
     if num_classes is None:
         return
