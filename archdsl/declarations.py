@@ -1,4 +1,8 @@
-"""Declarations of a network or block: its inputs and its learned parameters.
+"""Declarations of a network or block: its parameters, its inputs and its learned tensors.
+
+A network's parameters (``network resnet(depth = 50)``) take their defaults
+or the values given when it is built (``-p depth=101``); an override must be
+of its default's kind and its errors point at ``-p NAME``.
 
 ``input ids: [T], dtype=int, high=V`` declares a network input: its shape
 without the batch, and for token ids an integer type and the bound their
@@ -12,11 +16,14 @@ A mixin of :class:`archdsl.elaborate.Elaborator`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from archdsl import limits
 from archdsl import syntax as ast
 from archdsl.binding import Signature, bind
-from archdsl.errors import ArchNameError, ArchTypeError, Span, did_you_mean
-from archdsl.expr import Scope, evaluate, show, type_name
+from archdsl.errors import ArchError, ArchNameError, ArchTypeError, Label, Span, did_you_mean, override_span
+from archdsl.expr import FAILED, FailedValue, NeedsShape, Scope, evaluate, from_python, show, type_name
 from archdsl.frames import Frame
 
 DTYPES = ("float", "int")
@@ -37,7 +44,48 @@ INIT_USAGE = (
 
 
 class Declarations:
-    """The elaborator's handling of ``input`` and ``param`` statements."""
+    """The elaborator's handling of a network's parameters and of ``input`` and ``param`` statements."""
+
+    def _bind_network_params(self, definition: ast.Definition, overrides: Mapping[str, Any], scope: Scope) -> None:
+        known = [p.name for p in definition.params]  # in source order, for the hint
+        for name in overrides:
+            if name not in known:
+                hint = did_you_mean(name, known) or (
+                    "its parameters are " + ", ".join(f"`{k}`" for k in known) if known else "it takes no parameters"
+                )
+                self.errors.append(
+                    ArchNameError(
+                        f"network `{definition.name}` has no parameter `{name}`",
+                        definition.name_span,
+                        hint,
+                        code="E208",
+                    )
+                )
+        for param in definition.params:
+            if param.name in overrides:
+                try:
+                    scope.values[param.name] = _override(param, overrides[param.name], scope)
+                except ArchError as err:
+                    self.errors.append(err)
+                    scope.values[param.name] = FAILED
+            elif param.default is not None:
+                try:
+                    scope.values[param.name] = evaluate(param.default, scope)
+                except ArchError as err:
+                    self.errors.append(err)
+                    scope.values[param.name] = FAILED
+                except FailedValue:
+                    scope.values[param.name] = FAILED
+            else:
+                scope.values[param.name] = FAILED
+                self.errors.append(
+                    ArchNameError(
+                        f"network `{definition.name}` needs a value for parameter `{param.name}`",
+                        param.span,
+                        f"give a default (`{param.name} = ...`) or pass it as an override",
+                        code="E209",
+                    )
+                )
 
     def _input(self, stmt: ast.InputDecl, definition: ast.Definition, frame: Frame, scope: Scope) -> str:
         if definition.kind != "network":
@@ -165,3 +213,46 @@ def _init(expr: ast.Expr, scope: Scope) -> tuple[str, tuple[tuple[str, float], .
     if kind == "trunc_normal" and values["a"] >= values["b"]:
         raise ArchTypeError(f"`a` must be below `b`, got a={values['a']:g}, b={values['b']:g}", span, code="E301")
     return kind, tuple(values.items())
+
+
+def _override(param: ast.Param, given: Any, scope: Scope) -> Any:
+    """The value an override gives ``param``: a value of the language, of the same kind as the parameter's default.
+
+    Its errors point at the override (``-p NAME``), with a note at the parameter.
+    """
+    span = override_span(param.name)
+    defined = (Label(param.span, f"the parameter `{param.name}` is defined"),)
+    try:
+        value = from_python(given, span)
+    except ArchError as err:
+        raise type(err)(err.message, span, err.hint, code=err.code, labels=defined) from None
+    if param.default is None:
+        return value
+    try:
+        default = evaluate(param.default, scope)
+    except (ArchError, FailedValue, NeedsShape, RecursionError):
+        return value  # the override replaces a default that does not evaluate: nothing to compare with
+    want = _kind(default)
+    if want is not None and _kind(value) != want:
+        raise ArchTypeError(
+            f"override `{param.name}` must be {want}, like its default `{show(default)}`, "
+            f"got {type_name(value)} `{show(value)}`",
+            span,
+            f"give {want}, e.g. `-p {param.name}={show(default)}`",
+            code="E309",
+            labels=defined,
+        )
+    return value
+
+
+def _kind(value: Any) -> str | None:
+    """What kind of value a parameter takes, judged by its default: ints and floats are both numbers."""
+    if isinstance(value, bool):
+        return "a bool"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, tuple):
+        return "a list"
+    return None

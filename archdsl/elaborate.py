@@ -32,10 +32,8 @@ from archdsl.errors import (
     ArchLimitError,
     ArchNameError,
     ArchTypeError,
-    Label,
     Span,
     did_you_mean,
-    override_span,
 )
 from archdsl.expr import (
     FAILED,
@@ -44,15 +42,14 @@ from archdsl.expr import (
     NeedsShape,
     Scope,
     evaluate,
-    from_python,
     show,
     try_evaluate,
     type_name,
 )
-from archdsl.frames import Frame, Group, NodeRef, Unresolved, lookup_name, module_name_problem, resolve
+from archdsl.frames import Frame, Group, NodeRef, lookup_name
 from archdsl.loader import Program, zoo_library_blocks
-from archdsl.node import Input
 from archdsl.ops import lookup, user_ops
+from archdsl.references import References
 from archdsl.stages import StageExpander
 from archdsl.upstream import UpstreamShapes
 
@@ -60,7 +57,7 @@ SHORTCUT_POLICIES = ("identity", "projection", "zeropad")
 DEFAULT_SHORTCUT_NAME = "downsample"
 
 
-class Elaborator(StageExpander, UpstreamShapes, Declarations):
+class Elaborator(StageExpander, UpstreamShapes, Declarations, References):
     """Builds the structural graph of one network; collects every error on the way."""
 
     def __init__(self, program: Program) -> None:
@@ -110,47 +107,6 @@ class Elaborator(StageExpander, UpstreamShapes, Declarations):
             node_lookup=functools.partial(lookup_name, frame),
             input_ref=frame.input_ref,
         )
-
-    def _bind_network_params(self, definition: ast.Definition, overrides: Mapping[str, Any], scope: Scope) -> None:
-        known = [p.name for p in definition.params]  # in source order, for the hint
-        for name in overrides:
-            if name not in known:
-                hint = did_you_mean(name, known) or (
-                    "its parameters are " + ", ".join(f"`{k}`" for k in known) if known else "it takes no parameters"
-                )
-                self.errors.append(
-                    ArchNameError(
-                        f"network `{definition.name}` has no parameter `{name}`",
-                        definition.name_span,
-                        hint,
-                        code="E208",
-                    )
-                )
-        for param in definition.params:
-            if param.name in overrides:
-                try:
-                    scope.values[param.name] = _override(param, overrides[param.name], scope)
-                except ArchError as err:
-                    self.errors.append(err)
-                    scope.values[param.name] = FAILED
-            elif param.default is not None:
-                try:
-                    scope.values[param.name] = evaluate(param.default, scope)
-                except ArchError as err:
-                    self.errors.append(err)
-                    scope.values[param.name] = FAILED
-                except FailedValue:
-                    scope.values[param.name] = FAILED
-            else:
-                scope.values[param.name] = FAILED
-                self.errors.append(
-                    ArchNameError(
-                        f"network `{definition.name}` needs a value for parameter `{param.name}`",
-                        param.span,
-                        f"give a default (`{param.name} = ...`) or pass it as an override",
-                        code="E209",
-                    )
-                )
 
     # ------------------------------------------------------------ bodies
 
@@ -312,33 +268,6 @@ class Elaborator(StageExpander, UpstreamShapes, Declarations):
             frame.names[label] = node_id
         return node_id
 
-    def _ref(self, frame: Frame, ref: ast.Ref) -> NodeRef:
-        if ref.path == "in":
-            if frame.input_ref is None:
-                raise ArchNameError(
-                    "`in` has no meaning in a network", ref.span, "refer to a declared input by its name", code="E204"
-                )
-            return frame.input_ref
-        return self._piece_ref(frame, ref.path, ref.span) or Unresolved(frame, ref.path, ref.span)
-
-    def _piece_ref(self, frame: Frame, path: str, span: Span) -> str | None:
-        """``qkv.1`` after ``qkv: chunk(3)``: the node taking that output, made on its first reference; else None."""
-        head, dot, tail = path.rpartition(".")
-        if not dot or not tail.isdigit():
-            return None
-        found = resolve(Unresolved(frame, head, span), self.graph.__contains__)
-        if not isinstance(found, str):
-            return None
-        made = self.graph.nodes[found]
-        spec = lookup(made["op"])
-        if spec is None or spec.pieces is None:
-            return None
-        node = f"{found}.{int(tail)}"
-        if node not in self.graph:
-            self.graph.add_node(node, op="piece", args={"index": int(tail)}, span=span, groups=made["groups"])
-            self._edge(found, node, "flow", 0, span)
-        return node
-
     def _callee(self, call: ast.Call, definition_file: str):
         namespace = self.program.namespaces.get(definition_file, {})
         if call.callee in namespace:
@@ -393,40 +322,6 @@ class Elaborator(StageExpander, UpstreamShapes, Declarations):
         if label:
             frame.names[label] = node
         return node
-
-    def _tie(self, spec, call: ast.Call, frame: Frame) -> tuple[tuple[ast.Arg, ...], dict[str, Any]]:
-        """The call's arguments without ``tie=node``, and the node attributes that ``tie`` gives (none without it).
-
-        ``head: linear(vocab, bias=false, tie=wte)`` makes ``head`` use the
-        weight of ``wte`` instead of a weight of its own (weight tying).
-        """
-        given = [arg for arg in call.args if arg.name == "tie"]
-        if not given:
-            return call.args, {}
-        arg = given[0]
-        if not spec.stateful:
-            raise ArchTypeError(f"`{spec.name}` has no weight to tie", arg.span, code="E411")
-        path = _expr_path(arg.value)
-        if path is None:
-            raise ArchTypeError(
-                "`tie=` names the node whose weight this one uses", arg.value.span, "e.g. `tie=wte`", code="E411"
-            )
-        rest = tuple(a for a in call.args if a is not arg)
-        return rest, {"tie": Unresolved(frame, path, arg.value.span), "tie_span": arg.span}
-
-    def _arg_ref(self, frame: Frame, arg: ast.Arg) -> NodeRef:
-        value = arg.value
-        if isinstance(value, ast.InputRef):
-            return self._ref(frame, ast.Ref("in", value.span))
-        path = _expr_path(value)
-        if path is None:
-            raise ArchTypeError(
-                "inputs of a merge are node names",
-                arg.span,
-                "write the names of the nodes to merge, e.g. `add(a, b)`",
-                code="E312",
-            )
-        return self._piece_ref(frame, path, arg.span) or Unresolved(frame, path, arg.span)
 
     # ------------------------------------------------------------ blocks
 
@@ -545,36 +440,6 @@ class Elaborator(StageExpander, UpstreamShapes, Declarations):
             frame.names[label] = add
         return add
 
-    # ------------------------------------------------------------- paths
-
-    def _path_text(self, path: ast.Path, scope: Scope) -> str:
-        """A label or reference as text: a computed segment ``(expr)`` becomes its value (an int or a name)."""
-        if isinstance(path, str):
-            return path
-        out = []
-        for part in path.parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            value = self._concrete(part, scope, "a computed label")
-            problem = None
-            if isinstance(value, bool) or not isinstance(value, (int, str)):
-                problem = f"a computed path segment is an int or a string, got {type_name(value)} `{show(value)}`"
-            elif isinstance(value, int) and value < 0:
-                problem = f"a computed path segment cannot be negative, got {value}"
-            elif isinstance(value, str) and (reason := module_name_problem(value)):
-                problem = f"a computed path segment gives `{value}`, which {reason}"
-            if problem:
-                raise ArchTypeError(problem, part.span, "compute a number, or a name without `.`", code="E320")
-            out.append(str(value))
-        return "".join(out)
-
-    def _static_ref(self, ref: ast.Ref, scope: Scope) -> ast.Ref:
-        """``ref`` with its computed segments evaluated."""
-        if isinstance(ref.path, str):
-            return ref
-        return ast.Ref(self._path_text(ref.path, scope), ref.span)
-
     # ------------------------------------------------------------- nodes
 
     def _claim(self, frame: Frame, local: str, span: Span) -> None:
@@ -608,70 +473,6 @@ class Elaborator(StageExpander, UpstreamShapes, Declarations):
             also = f", which takes the network to {total:,}" if total > more else ""
             message = f"{what} needs {more:,} edges (node inputs){also}, over the limit of {most:,}"
             raise TooLarge(message, span, "max_edges")
-
-    # ---------------------------------------------------------- resolving
-
-    def resolve(self, ref: NodeRef) -> str | None:
-        """The node id a reference names, or None (with an error recorded)."""
-        found = resolve(ref, self.graph.__contains__)
-        if isinstance(found, ArchError):
-            self.errors.append(found)
-            return None
-        return found
-
-    def _resolve_edges(self) -> None:
-        """Give every node its ordered ``inputs``; the graph's edges (one per pair) carry only topology."""
-        positioned: dict[str, list[tuple[int, Input]]] = {}
-        edges: dict[tuple[str, str], Span] = {}  # each (source, target) pair once, where it was first made
-        done = self._resolved  # given their inputs early (see archdsl.upstream)
-        for source, target, kind, position, span in self.pending_edges:
-            if target in done or target not in self.graph:
-                continue
-            node = self.resolve(source)
-            if node is None:
-                self.poisoned.add(target)
-                continue
-            positioned.setdefault(target, []).append((position, Input(node, kind, span)))
-            edges.setdefault((node, target), span)
-        self.graph.add_edges_from((source, target, {"span": span}) for (source, target), span in edges.items())
-        for node, data in self.graph.nodes(data=True):
-            if node in done or "inputs" in data:
-                continue
-            items = positioned.get(node, ())
-            if len(items) > 1:
-                items = sorted(items, key=lambda p: p[0])
-            data["inputs"] = [item for _, item in items]
-        for node, data in self.graph.nodes(data=True):
-            if "tie" in data and not isinstance(data["tie"], str):
-                data["tie"] = self.resolve(data["tie"])
-                if data["tie"] is None:
-                    self.poisoned.add(node)
-            if data["op"] == "shortcut" and node not in done:
-                resolved = self.resolve(data["target"])
-                data["target"] = resolved
-                if resolved is None:
-                    self.poisoned.add(node)
-
-    def _network_outputs(self, definition: ast.Definition, frame: Frame, cursor) -> list[NodeRef]:
-        refs = (
-            [self._ref(frame, r) for r in frame.outputs] if frame.outputs else ([cursor] if cursor is not None else [])
-        )
-        if not refs:
-            self.errors.append(
-                ArchNameError(
-                    f"network `{definition.name}` computes nothing",
-                    definition.name_span,
-                    "declare an input and at least one op",
-                    code="E225",
-                )
-            )
-        self._output_refs = refs
-        return refs
-
-    def finish_outputs(self) -> list[str]:
-        """Resolve the network's output references (after edges are resolved)."""
-        outs = [self.resolve(r) for r in self._output_refs]
-        return [o for o in outs if o is not None]
 
 
 def _shown(value: Any) -> str:
@@ -723,58 +524,6 @@ def _labels(stmt) -> list[str]:
         elif isinstance(stmt, ast.ParamDecl) and isinstance(stmt.path, str):
             labels.append(stmt.path)
     return labels
-
-
-def _expr_path(expr: ast.Expr) -> str | None:
-    if isinstance(expr, ast.Name):
-        return expr.name
-    if isinstance(expr, ast.Attr):
-        inner = _expr_path(expr.obj)
-        return f"{inner}.{expr.name}" if inner else None
-    return None
-
-
-def _override(param: ast.Param, given: Any, scope: Scope) -> Any:
-    """The value an override gives ``param``: a value of the language, of the same kind as the parameter's default.
-
-    Its errors point at the override (``-p NAME``), with a note at the parameter.
-    """
-    span = override_span(param.name)
-    defined = (Label(param.span, f"the parameter `{param.name}` is defined"),)
-    try:
-        value = from_python(given, span)
-    except ArchError as err:
-        raise type(err)(err.message, span, err.hint, code=err.code, labels=defined) from None
-    if param.default is None:
-        return value
-    try:
-        default = evaluate(param.default, scope)
-    except (ArchError, FailedValue, NeedsShape, RecursionError):
-        return value  # the override replaces a default that does not evaluate: nothing to compare with
-    want = _kind(default)
-    if want is not None and _kind(value) != want:
-        raise ArchTypeError(
-            f"override `{param.name}` must be {want}, like its default `{show(default)}`, "
-            f"got {type_name(value)} `{show(value)}`",
-            span,
-            f"give {want}, e.g. `-p {param.name}={show(default)}`",
-            code="E309",
-            labels=defined,
-        )
-    return value
-
-
-def _kind(value: Any) -> str | None:
-    """What kind of value a parameter takes, judged by its default: ints and floats are both numbers."""
-    if isinstance(value, bool):
-        return "a bool"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, tuple):
-        return "a list"
-    return None
 
 
 class TooLarge(Exception):
