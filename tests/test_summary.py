@@ -30,9 +30,13 @@ def test_static_figures_match_the_compiled_model(name):
     g = archdsl.graph(name, **overrides)
     module = archdsl.load(name, **overrides).eval()
     assert sum(p.numel() for p in module.parameters()) == g.graph["total_params"]
-    inputs = [torch.randn(2, *g.nodes[i]["shape"]) for i in g.graph["inputs"]]
+    inputs = [example_input(g, i, batch=2) for i in g.graph["inputs"]]
     ShapeProp(module).propagate(*inputs)
-    seen = {n.name: tuple(n.meta["tensor_meta"].shape[1:]) for n in module.graph.nodes if "tensor_meta" in n.meta}
+    seen = {
+        n.name: tuple(n.meta["tensor_meta"].shape[0 if n.op == "get_attr" else 1 :])  # a param has no batch
+        for n in module.graph.nodes
+        if hasattr(n.meta.get("tensor_meta"), "shape")  # not a tuple of several outputs (chunk, split)
+    }
     checked = 0
     for node, data in g.nodes(data=True):
         if fx_name(node) in seen:
@@ -40,6 +44,14 @@ def test_static_figures_match_the_compiled_model(name):
             checked += 1
     assert checked >= 0.9 * g.number_of_nodes()
     assert runtime_macs(module, *[x[:1] for x in inputs]) == pytest.approx(g.graph["total_macs"], rel=0.01)
+
+
+def example_input(g, node: str, batch: int) -> torch.Tensor:
+    """A random batch for an input node: token ids below its `high` for `dtype=int`, else normal floats."""
+    data = g.nodes[node]
+    if data["args"].get("dtype") == "int":
+        return torch.randint(0, data["args"]["high"], (batch, *data["shape"]))
+    return torch.randn(batch, *data["shape"])
 
 
 def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
