@@ -84,8 +84,10 @@ def compile_graph(
                 env[node] = graph.create_node("call_module", node, tuple(inputs), {}, name=name)
             else:
 
-                def call(fn, args=(), kwargs=None, _name=name):
-                    return graph.create_node("call_function", fn, tuple(args), dict(kwargs or {}), name=_name)
+                def call(fn, args=(), kwargs=None, *, step=None, _name=name):
+                    # The node's result takes its name; an intermediate `step` of it is named `{name}_{step}`.
+                    named = _name if step is None else f"{_name}_{step}"
+                    return graph.create_node("call_function", fn, tuple(args), dict(kwargs or {}), name=named)
 
                 env[node] = spec.emit(call, inputs, data["args"])
     for node, data in g.nodes(data=True):

@@ -125,6 +125,7 @@ register(
         count_params=_conv_params,
         count_macs=_conv_macs,
         build=_conv_build,
+        weight_shape=lambda args, shapes: (args["out"], shapes[0][0] // args["groups"], *args["k"]),
         label=_conv_label,
         fill="#dbe9f6",
         shortcut_kind="projection",
@@ -335,6 +336,7 @@ register(
 register(
     OpSpec(
         name="identity",
+        token_ids="keep",
         summary="pass the input through unchanged",
         infer=_same,
         emit=lambda call, inputs, args: inputs[0],
@@ -401,6 +403,7 @@ register(
         count_params=lambda args, shapes: args["out"] * shapes[0][-1] + (args["out"] if args["bias"] else 0),
         count_macs=_linear_macs,
         build=_linear_build,
+        weight_shape=lambda args, shapes: (args["out"], shapes[0][-1]),
         label=lambda args: f"linear {args['out']}",
         fill="#dbe9f6",
         weighted=True,

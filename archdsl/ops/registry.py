@@ -130,7 +130,8 @@ class OpSpec:
     ``build(args, input_shapes) -> nn.Module`` makes a stateful op's module
     (compiled as ``call_module`` at the node's path); ``emit(call, inputs,
     args) -> fx.Node`` writes a stateless op, where ``call(fn, args, kwargs)``
-    adds a ``call_function`` node named after the graph node.
+    adds a ``call_function`` node named after the graph node (an intermediate
+    one passes ``step="..."`` and is named ``{node}_{step}``).
 
     The rest have defaults. Diagrams: ``label(args)`` is the text of the op's
     box (default: the op's name), ``fill`` its colour (default: white),

@@ -109,7 +109,7 @@ def _emit_reshape(call, inputs, args):
         return call(torch.reshape, (inputs[0], (-1, *target)))
     # emit() does not see the input's shape, so the batch-free -1 cannot be resolved here, and a reshape
     # takes one -1 only (the batch's): merge everything after the batch, then split it into `target`.
-    flat = call(torch.flatten, (inputs[0], 1))
+    flat = call(torch.flatten, (inputs[0], 1), step="flat")
     return call(torch.unflatten, (flat, 1, target))
 
 
