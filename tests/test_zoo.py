@@ -11,15 +11,24 @@ from torch import nn
 
 import archdsl
 from archdsl import zoo_names
+from archdsl.pipeline import example_inputs
 from archdsl.zootable import render, weighted_depth
 
 # Small inputs keep the forward/backward check fast; the torchvision tests use full size.
-SMALL = {"size": 64}
+SMALL = {"size": 64, "image_size": 64}
+# The zoo's networks that do not classify images, with a small configuration for the one-step check
+# (GPT-2 small's default output is 1024 x 50257 scores per sample).
+SEQUENCE_MODELS = {
+    "gpt": {"vocab_size": 97, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32},
+    "transformer_encoder": {"seq_len": 16, "num_layers": 2},
+}
 
 
 def small_overrides(name: str) -> dict:
-    g = archdsl.graph(name)
-    return dict(SMALL) if "size" in g.graph["params"] else {}
+    if name in SEQUENCE_MODELS:
+        return dict(SEQUENCE_MODELS[name])
+    params = archdsl.graph(name).graph["params"]
+    return {key: value for key, value in SMALL.items() if key in params} | {"num_classes": 7}
 
 
 @pytest.mark.parametrize("name", zoo_names())
@@ -28,7 +37,7 @@ def test_zoo_file_has_docstring_paper_and_reference(name):
     doc = g.graph["doc"] or ""
     assert re_year(doc.splitlines()[0]), f"{name}: the first docstring line names the paper and its year"
     assert "Checked against:" in doc, f"{name}: the docstring says what it is checked against"
-    assert "num_classes" in g.graph["params"]
+    assert "num_classes" in g.graph["params"] or name in SEQUENCE_MODELS
 
 
 def re_year(line: str) -> bool:
@@ -37,13 +46,17 @@ def re_year(line: str) -> bool:
 
 @pytest.mark.parametrize("name", zoo_names())
 def test_zoo_file_compiles_and_trains_one_step(name):
-    overrides = {**small_overrides(name), "num_classes": 7}
+    overrides = small_overrides(name)
     g = archdsl.graph(name, **overrides)
     module = archdsl.load(name, seed=0, **overrides)
-    inputs = [torch.randn(2, *g.nodes[i]["shape"]) for i in g.graph["inputs"]]
-    out = module(*inputs)
-    assert out.shape == (2, 7)
-    nn.functional.cross_entropy(out, torch.tensor([1, 5])).backward()
+    out = module(*example_inputs(module.meta["archdsl"], batch=2, generator=torch.Generator().manual_seed(0)))
+    (output,) = g.graph["outputs"]
+    assert out.shape == (2, *g.nodes[output]["shape"])
+    if name in SEQUENCE_MODELS:
+        out.square().mean().backward()
+    else:
+        assert out.shape == (2, 7)
+        nn.functional.cross_entropy(out, torch.tensor([1, 5])).backward()
     grads = [p.grad for p in module.parameters()]
     assert all(grad is not None and torch.isfinite(grad).all() for grad in grads)
     assert sum(p.numel() for p in module.parameters()) == g.graph["total_params"]

@@ -25,6 +25,7 @@ from equivalence import (
     assert_same_eval_output,
     assert_same_eval_output_with_random_norms,
     assert_same_training_step,
+    count_dropped_samples,
     randomize_norms,
     shapes,
 )
@@ -141,20 +142,6 @@ def test_one_training_step_has_the_same_gradients(pair):
     assert_same_training_step(ours, reference, TRAIN_INPUT)
     if isinstance(reference, torchvision.models.EfficientNet):
         assert sum(dropped) > 0, "no residual branch was dropped: the step would not compare the masks"
-
-
-def count_dropped_samples(model: torch.nn.Module) -> list[int]:
-    """A list that the model's stochastic depth layers fill with how many samples each zeroed, as they run."""
-    dropped: list[int] = []
-
-    def record(module, inputs, output):
-        if module.p > 0:
-            dropped.append(int((output.flatten(1).abs().sum(1) == 0).sum()))
-
-    for module in model.modules():
-        if isinstance(module, torchvision.ops.StochasticDepth):
-            module.register_forward_hook(record)
-    return dropped
 
 
 @pytest.mark.parametrize("name", FORWARD)
