@@ -119,7 +119,7 @@ def _inputs(graph: fx.Graph, g: nx.DiGraph, node: str, spec: Any, env: dict[str,
         for index, p in enumerate(is_param):
             if p:
                 view = param_view(g.nodes[sources[index]]["shape"], data["input_shapes"][like])
-                inputs[index] = graph.call_function(batched, (inputs[index], inputs[like], view))
+                inputs[index] = graph.call_function(batched, (inputs[index], inputs[like], list(view)))
     return inputs
 
 

@@ -283,3 +283,11 @@ def test_training_on_token_ids_is_refused_before_any_data_is_read():
     with pytest.raises(archdsl.ArchError) as caught:
         check_fit(archdsl.graph(net("    embedding(20, 8) -> flatten -> linear(10)", TOKENS)), None, "digits")
     assert caught.value.diagnostics[0].code == "E801" and "integer token ids" in caught.value.diagnostics[0].message
+
+
+def test_a_param_expanded_over_the_batch_exports_to_torchscript(tmp_path):
+    module = archdsl.load(net("    param token: [1, 1, 8], init=normal(std=0.5)\n    concat(token, x, dim=0)"))
+    path = archdsl.export(module, tmp_path / "net.ts", "torchscript")
+    scripted = torch.jit.load(str(path))
+    x = torch.randn(3, 4, 8)
+    assert torch.equal(scripted(x), module(x))

@@ -109,6 +109,9 @@ def stretch(view: tuple[int, ...], like: tuple[int, ...], declared: tuple[int, .
     return like
 
 
-def batched(param: torch.Tensor, like: torch.Tensor, view: tuple[int, ...]) -> torch.Tensor:
-    """``param`` as a batch of the activation ``like``'s size (a view, as ``class_token.expand(n, -1, -1)``)."""
-    return param.reshape(view).expand(like.shape[0], *view)
+def batched(param: torch.Tensor, like: torch.Tensor, view: list[int]) -> torch.Tensor:
+    """``param`` as a batch of the activation ``like``'s size (a view, as ``class_token.expand(n, -1, -1)``).
+
+    Written so that TorchScript compiles it too (a list, no star-arguments).
+    """
+    return param.reshape(view).expand([like.shape[0]] + view)
