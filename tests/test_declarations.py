@@ -287,7 +287,9 @@ def test_training_on_token_ids_is_refused_before_any_data_is_read():
 
 def test_a_param_expanded_over_the_batch_exports_to_torchscript(tmp_path):
     module = archdsl.load(net("    param token: [1, 1, 8], init=normal(std=0.5)\n    concat(token, x, dim=0)"))
-    path = archdsl.export(module, tmp_path / "net.ts", "torchscript")
+    from archdsl.export import export
+
+    path = export(module, tmp_path / "net.ts", "torchscript")
     scripted = torch.jit.load(str(path))
     x = torch.randn(3, 4, 8)
     assert torch.equal(scripted(x), module(x))
