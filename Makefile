@@ -18,7 +18,7 @@ demo: $(STAMP)
 # (tests/conftest.py says why); `pytest` alone runs everything in one process.
 test: $(STAMP) dot
 	$(BIN)/ruff check archdsl tests
-	$(BIN)/pytest -q -n 2 --dist loadgroup -m "not memory_heavy"
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not memory_heavy"
 	$(BIN)/pytest -q -m memory_heavy
 
 lint: $(STAMP)

@@ -47,15 +47,25 @@ def release_memory() -> None:
 MEMORY_HEAVY = ("test_zoo_torchvision.py", "test_zoo_modern.py", "test_zoo_efficient.py", "test_zoo_mobile.py")
 
 
+# Each process that imports torch (this CUDA build of it) holds about 0.5 GB of its own. A test marked
+# `many_processes` starts several (torchrun: a launcher and two workers); it runs with the memory-heavy
+# files, first, while the one process beside it is still small, never beside two grown xdist workers.
+
+
 def pytest_collection_modifyitems(session, config, items) -> None:
-    """Mark and front the memory-heavy files, keeping every file's own order (and its fixtures' grouping);
-    under xdist, each file is one group, so its module-scoped fixtures are built once."""
+    """Mark and front the memory-heavy tests, keeping every file's own order (and its fixtures' grouping).
+
+    `make test` runs the rest with `--dist loadfile`: each file on one worker, so its module-scoped
+    fixtures are built once, and what it imports or leaves behind grows one worker only."""
     first = {name: rank for rank, name in enumerate(MEMORY_HEAVY)}
-    items.sort(key=lambda item: first.get(item.path.name, len(first)))
+
+    def rank(item) -> int:
+        return -1 if item.get_closest_marker("many_processes") else first.get(item.path.name, len(first))
+
+    items.sort(key=rank)
     for item in items:
-        if item.path.name in MEMORY_HEAVY:
+        if rank(item) < len(first):
             item.add_marker(pytest.mark.memory_heavy)
-        item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 def _share_the_cores() -> None:

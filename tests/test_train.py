@@ -173,6 +173,7 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.many_processes
 def test_two_processes_with_ddp_keep_identical_weights(tmp_path):
     out = tmp_path / "ddp"
     out.mkdir()
@@ -185,6 +186,7 @@ def test_two_processes_with_ddp_keep_identical_weights(tmp_path):
     assert json.loads(lines[-1])["train_loss"] < json.loads(lines[0])["train_loss"]
 
 
+@pytest.mark.many_processes
 def test_torchrun_runs_the_cli(tmp_path):
     run = tmp_path / "run"
     result = _torchrun(
