@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import inspect
 import json
 import math
@@ -40,7 +41,11 @@ MIN_SAMPLE_S = 0.1
 
 @dataclass(frozen=True)
 class Network:
-    """A zoo network at a benchmark's batch and input size, with its hand-written reference."""
+    """A zoo network at a benchmark's batch and input size, with its hand-written reference.
+
+    An image classifier takes ``[3, size, size]`` images and ``classes`` labels; a language model
+    (``tokens``) takes ``size`` token ids below ``classes`` and is scored at every position.
+    """
 
     label: str
     zoo: str
@@ -48,27 +53,51 @@ class Network:
     batch: int = 8
     size: int = 224
     classes: int = 1000
+    tokens: bool = False
 
     def archdsl(self, **options: Any) -> nn.Module:
         """The zoo network compiled by archdsl (seed 0), with compile options such as ``fuse``."""
         return archdsl.load(self.zoo, seed=0, **self.overrides, **options)
 
+    @property
+    def reference_kind(self) -> str:
+        """Where the reference comes from: "torchvision" or "hand-written"."""
+        return "hand-written" if self.zoo.startswith("cifar_") or self.zoo == "gpt" else "torchvision"
+
     def reference(self, **options: Any) -> nn.Module:
-        """torchvision's model, or the hand-written CIFAR network, with random weights."""
+        """torchvision's model, or the hand-written CIFAR network or GPT-2, with random weights."""
         if self.zoo.startswith("cifar_"):
             from bench.reference_cifar import reference
 
             return reference(self.zoo, **self.overrides)
+        if self.zoo == "gpt":
+            from tests.gpt_reference import GPT  # the module gpt.arch is tested against
+
+            return GPT(**self.overrides, **options)
         import torchvision
 
+        if self.zoo == "vit":  # vit.arch takes VisionTransformer's parameters; the zoo's builder names are fixed sizes
+            return torchvision.models.VisionTransformer(**self.overrides, **options)
         if self.zoo == "googlenet":  # the zoo's googlenet: no auxiliary classifiers, no input transform
             options = {"aux_logits": False, "init_weights": True, "transform_input": False, **options}
         return getattr(torchvision.models, self.zoo)(**options)
 
     def quick(self) -> Network:
         """The same network at a tiny batch, for checking that a script runs."""
-        return Network(self.label, self.zoo, self.overrides, max(2, self.batch // 8), self.size, self.classes)
+        return dataclasses.replace(self, batch=max(2, self.batch // 8))
 
+
+# Small transformers, a few tens of milliseconds per training step on 2 CPU cores.
+VIT_SMALL = {
+    "image_size": 64,
+    "patch_size": 8,
+    "num_layers": 4,
+    "num_heads": 4,
+    "hidden_dim": 128,
+    "mlp_dim": 256,
+    "num_classes": 10,
+}
+GPT_SMALL = {"vocab_size": 512, "block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128}
 
 NETWORKS = {
     n.label: n
@@ -83,6 +112,8 @@ NETWORKS = {
         Network("cifar_resnet20", "cifar_resnet", {"depth": 20}, 64, 32, 10),
         Network("cifar_resnet110", "cifar_resnet", {"depth": 110}, 64, 32, 10),
         Network("cifar_densenet_bc", "cifar_densenet_bc", {"depth": 100, "growth": 12}, 64, 32, 10),
+        Network("vit", "vit", VIT_SMALL, 16, VIT_SMALL["image_size"], VIT_SMALL["num_classes"]),
+        Network("gpt", "gpt", GPT_SMALL, 16, GPT_SMALL["block_size"], GPT_SMALL["vocab_size"], tokens=True),
     ]
 }
 
@@ -130,10 +161,9 @@ def parser(
 
 
 def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse options, check the device; ``python -m bench NAME`` (which passes no options through) gets defaults."""
+    """Parse options (the command line's when ``argv`` is None), check the device."""
     if argv is None:
-        launched_by_bench = Path(sys.argv[0]).parent.name == "bench" and Path(sys.argv[0]).stem == "__main__"
-        argv = [] if launched_by_bench else sys.argv[1:]
+        argv = sys.argv[1:]
     args = p.parse_args(list(argv))
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False)", file=sys.stderr)
@@ -165,8 +195,12 @@ def prepare(model: nn.Module, device: str, train: bool = True) -> nn.Module:
 
 
 def batch(net: Network, device: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded input batch and fixed labels for a network."""
+    """A seeded input batch and fixed labels for a network (for a language model, a label per token)."""
     gen = torch.Generator().manual_seed(seed)
+    if net.tokens:
+        x = torch.randint(0, net.classes, (net.batch, net.size), generator=gen)
+        y = torch.randint(0, net.classes, (net.batch, net.size), generator=gen)
+        return x.to(device), y.to(device)
     x = torch.randn(net.batch, 3, net.size, net.size, generator=gen)
     y = torch.randint(0, net.classes, (net.batch,), generator=gen)
     x = x.to(device, memory_format=torch.channels_last) if device == "cuda" else x
@@ -174,13 +208,16 @@ def batch(net: Network, device: str, seed: int = 0) -> tuple[torch.Tensor, torch
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str) -> Callable[[], torch.Tensor]:
-    """One forward, cross-entropy backward and SGD step (momentum 0.9) per call; returns the loss."""
+    """One forward, cross-entropy backward and SGD step (momentum 0.9) per call; returns the loss.
+
+    ``[N, T, V]`` logits (a language model's) are scored against ``[N, T]`` labels at every position.
+    """
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
         with autocast(device):
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(x).flatten(0, -2), y.flatten())
         loss.backward()
         opt.step()
         return loss.detach()
@@ -294,10 +331,14 @@ def machine(device: str) -> dict[str, Any]:
     return info
 
 
+def results_stem(name: str, args: argparse.Namespace) -> str:
+    """NAME[-cuda][-quick]: the results file of a benchmark run with these options, without its suffix."""
+    return name + ("-cuda" if args.device == "cuda" else "") + ("-quick" if args.quick else "")
+
+
 def write_results(name: str, args: argparse.Namespace, payload: dict[str, Any]) -> Path:
     """Write bench/results/NAME[-cuda][-quick].json with the machine, the command and the settings."""
-    stem = name + ("-cuda" if args.device == "cuda" else "") + ("-quick" if args.quick else "")
-    path = RESULTS / f"{stem}.json"
+    path = RESULTS / f"{results_stem(name, args)}.json"
     settings = {k: v for k, v in vars(args).items() if k != "command"}
     document = {"benchmark": name, "command": args.command, "machine": machine(args.device), "settings": settings}
     RESULTS.mkdir(exist_ok=True)

@@ -4,19 +4,30 @@ Target (issue 7, 2-core CPU): one training step (forward, cross-entropy backward
 momentum 0.9) of archdsl.load(name) takes at most 1.02x the reference's, measured side by side in
 one run: torchvision's resnet50, densenet121, googlenet, vgg16, mobilenet_v2 and efficientnet_b0
 (issue 14) at batch 8, 224x224, and the CIFAR networks (ResNet-20, ResNet-110, DenseNet-BC-100
-k=12) at batch 64, 32x32 against the hand-written ones in bench/reference_cifar.py. Both models are in train mode, start from the same
-weights (archdsl's, loaded into the reference) and train on the same seeded batch and labels; the
-steps alternate (AB BA ...) after a warm-up round. Writes bench/results/train_step.json.
+k=12) at batch 64, 32x32 against the hand-written ones in bench/reference_cifar.py; and (issue 15)
+small transformers: vit (64x64 images, patches of 8, 4 layers of width 128) at batch 16 against
+torchvision's VisionTransformer of the same parameters, and gpt (64 tokens of a 512-word
+vocabulary, 4 layers of width 128) at batch 16 against tests/gpt_reference.GPT, its cross-entropy
+taken at every position. Both models are in train mode, start from the same weights (archdsl's,
+loaded into the reference) and train on the same seeded batch and labels; the steps alternate
+(AB BA ...) after a warm-up round.
 
-    python -m bench.train_step                       # about 4 minutes on an idle 2-core CPU
+Writes bench/results/train_step.json, merged: a run replaces the rows of the networks it measured
+and keeps the others, and "runs" lists the command and date that measured each row.
+
+    python -m bench.train_step                       # about 4.5 minutes on an idle 2-core CPU
     python -m bench.train_step --networks resnet50 --reps 10
+    python -m bench.train_step --networks vit gpt    # the transformers only
     python -m bench.train_step --device cuda         # bf16 autocast, channels_last
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 from collections.abc import Sequence
+from typing import Any
 
 from bench import timing
 from bench.timing import NETWORKS, RATIO_COLUMNS, Network, prepare, ratio_cells
@@ -31,6 +42,8 @@ CHOICES = [
     "cifar_resnet20",
     "cifar_resnet110",
     "cifar_densenet_bc",
+    "vit",
+    "gpt",
 ]
 TARGET = 1.02
 
@@ -43,9 +56,30 @@ def compare(net: Network, args: argparse.Namespace) -> dict:
     x, y = timing.batch(net, args.device)
     steps = {name: timing.train_step(m, x, y, args.device) for name, m in [("archdsl", ours), ("reference", reference)]}
     times = timing.alternate(steps, args.device, reps=args.reps, warmup=args.warmup, budget=args.budget)
-    kind = "hand-written" if net.zoo.startswith("cifar_") else "torchvision"
-    row = {"network": net.label, "batch": net.batch, "size": net.size, "reference": kind}
-    return row | timing.summary(times, "reference")
+    row = {"network": net.label, "batch": net.batch, "size": net.size, "reference": net.reference_kind}
+    return row | ({"overrides": net.overrides} if net.overrides else {}) | timing.summary(times, "reference")
+
+
+def merged(args: argparse.Namespace, rows: list[dict]) -> dict[str, Any]:
+    """This run's rows with the earlier results file's rows of the networks it did not measure, in CHOICES order.
+
+    "runs" says which command measured which rows and when; a run whose rows have all been
+    measured again since is dropped from it.
+    """
+    path = timing.RESULTS / f"{timing.results_stem('train_step', args)}.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    measured = {r["network"] for r in rows}
+    kept = [r for r in previous.get("rows", []) if r["network"] not in measured and r["network"] in CHOICES]
+    runs = previous.get("runs") or (  # a file from before "runs": its command measured every row
+        [{"command": previous["command"], "networks": [r["network"] for r in previous["rows"]]}] if previous else []
+    )
+    runs = [run | {"networks": [n for n in run["networks"] if n not in measured]} for run in runs]
+    today = datetime.date.today().isoformat()
+    runs = [run for run in runs if run["networks"]] + [
+        {"command": args.command, "date": today, "networks": [r["network"] for r in rows]}
+    ]
+    order = {name: i for i, name in enumerate(CHOICES)}
+    return {"target_ratio": TARGET, "rows": sorted(kept + rows, key=lambda r: order[r["network"]]), "runs": runs}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -56,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         net = NETWORKS[label].quick() if args.quick else NETWORKS[label]
         with timing.progress(f"{label}: training steps, batch {net.batch}"):
             rows.append(compare(net, args))
-    path = timing.write_results("train_step", args, {"target_ratio": TARGET, "rows": rows})
+    path = timing.write_results("train_step", args, merged(args, rows))
     timing.print_table(
         f"Training step, archdsl / reference ({args.device}; target <= {TARGET})",
         ["network ", "batch", "reference ", "archdsl (s)", "reference (s)", *RATIO_COLUMNS, "target "],
