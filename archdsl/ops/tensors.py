@@ -103,14 +103,19 @@ def _reshape_infer(op: str):
     return infer
 
 
+def batch_size(x: torch.Tensor) -> int:
+    """The batch size of ``x`` (its first dim), as the generated code reads it."""
+    return x.shape[0]
+
+
 def _emit_reshape(call, inputs, args):
     target = tuple(args["shape"])
     if -1 not in target:
         return call(torch.reshape, (inputs[0], (-1, *target)))
-    # emit() does not see the input's shape, so the batch-free -1 cannot be resolved here, and a reshape
-    # takes one -1 only (the batch's): merge everything after the batch, then split it into `target`.
-    flat = call(torch.flatten, (inputs[0], 1), step="flat")
-    return call(torch.unflatten, (flat, 1, target))
+    # A reshape infers one -1 only: the written one stays (the size it stands for may differ at another
+    # input size), and the batch is read from the tensor. One reshape: a view wherever torch can make one.
+    batch = call(batch_size, (inputs[0],), step="batch")
+    return call(torch.reshape, (inputs[0], (batch, *target)))
 
 
 RESHAPE = register(
