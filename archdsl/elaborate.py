@@ -305,6 +305,11 @@ class Elaborator(StageExpander, UpstreamShapes, Declarations, References):
                     code="E215",
                 )
             inputs = [cursor]
+        input_spans = tuple(arg.span for arg in call.args if arg.name is None) if spec.inputs_in_args else ()
+        node_args = self._node_args(spec, call_args, frame)
+        if node_args:
+            input_spans = (*(input_spans or (call.span,) * len(inputs)), *(arg.span for _, arg, _ in node_args))
+            inputs += [ref for _, _, ref in node_args]
         local = node_path if node_path is not None else (label or frame.fresh(call.callee))
         node = self._add_node(
             frame,
@@ -314,7 +319,7 @@ class Elaborator(StageExpander, UpstreamShapes, Declarations, References):
             call=call_args,
             scope=scope,
             label_span=label_span,
-            input_spans=tuple(arg.span for arg in call.args if arg.name is None) if spec.inputs_in_args else (),
+            input_spans=input_spans,
             **tie,
         )
         for position, source in enumerate(inputs):

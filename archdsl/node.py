@@ -21,7 +21,7 @@ from archdsl.errors import Span
 from archdsl.frames import Group
 
 Shape = tuple[int, ...]
-EDGE_KINDS = ("flow", "skip", "concat", "gate")
+EDGE_KINDS = ("flow", "skip", "concat", "gate", "size")  # size: an op reads only the shape (`like=`)
 
 
 @dataclass(frozen=True)

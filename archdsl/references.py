@@ -15,11 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from archdsl import syntax as ast
+from archdsl.binding import bind
 from archdsl.errors import ArchError, ArchNameError, ArchTypeError, Span
 from archdsl.expr import Scope, show, type_name
 from archdsl.frames import Frame, NodeRef, Unresolved, module_name_problem, resolve
 from archdsl.node import Input
 from archdsl.ops import lookup
+from archdsl.shapes import op_signature
 
 
 class References:
@@ -71,6 +73,31 @@ class References:
             )
         rest = tuple(a for a in call.args if a is not arg)
         return rest, {"tie": Unresolved(frame, path, arg.value.span), "tie_span": arg.span}
+
+    def _node_args(self, spec, args: tuple[ast.Arg, ...], frame: Frame) -> list[tuple[str, ast.Arg, NodeRef]]:
+        """The arguments that name a node (``upsample(like=enc3)``): each becomes one more input of the op.
+
+        The op reads that node's shape (at run time too, so the module works at
+        other input sizes); its shape rule sees it after the op's own inputs.
+        """
+        kinds = {a.name: a.kind for a in spec.args}
+        if "node" not in kinds.values():
+            return []
+        found = []
+        for name, arg in bind(op_signature(spec), args, args[0].span if args else Span("", 0, 0, 0, 0)).items():
+            if kinds[name] != "node":
+                continue
+            path = expr_path(arg.value)
+            if path is None and not isinstance(arg.value, ast.InputRef):
+                raise ArchTypeError(
+                    f"`{name}` names a node", arg.value.span, f"e.g. `{name}=enc3`, a node written before", code="E312"
+                )
+            ref = self._ref(frame, ast.Ref("in", arg.value.span)) if path is None else self._ref_path(frame, path, arg)
+            found.append((name, arg, ref))
+        return found
+
+    def _ref_path(self, frame: Frame, path: str, arg: ast.Arg) -> NodeRef:
+        return self._piece_ref(frame, path, arg.value.span) or Unresolved(frame, path, arg.value.span)
 
     def _arg_ref(self, frame: Frame, arg: ast.Arg) -> NodeRef:
         value = arg.value

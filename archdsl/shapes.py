@@ -255,6 +255,9 @@ class ShapeInference:
         values: dict[str, Any] = {}
         for name, arg in bind(op_signature(spec), data.get("call", ()), data["span"]).items():
             schema = spec.args[spec.arg_names.index(name)]
+            if schema.kind == "node":  # an input of the node now (see References._node_args): given
+                values[name] = True
+                continue
             value = evaluate(arg.value, scope)
             try:
                 values[name] = schema.coerce(value)

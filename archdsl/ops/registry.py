@@ -41,7 +41,9 @@ class ArgSpec:
     """One argument of an op: its name, type, default and range."""
 
     name: str
-    kind: str  # "int", "float", "bool", "int2" (int or [int, int]), "ints" (a list of ints), "str"
+    # "int", "float", "bool", "int2" (int or [int, int]), "ints" (a list of ints), "str", or "node": the name of
+    # a node, which becomes one more input of the op (after its own); the op's args then hold True
+    kind: str
     default: Any = REQUIRED
     minimum: float | None = None
     maximum: float | None = None

@@ -32,6 +32,7 @@ EDGE_STYLE = {
     "concat": {"color": "#1f77b4", "penwidth": "2", "weight": "2", "arrowhead": "diamond"},
     "gate": {"color": "#2ca02c", "style": "dotted", "penwidth": "2", "weight": "0", "arrowhead": "odot"},
     "tie": {"color": "#9467bd", "style": "dashed", "penwidth": "1.5", "constraint": "false", "dir": "both"},
+    "size": {"color": "#888888", "style": "dotted", "penwidth": "1.2", "weight": "0", "arrowhead": "odiamond"},
 }
 EDGE_MEANING = {
     "flow": "flow",
@@ -39,6 +40,7 @@ EDGE_MEANING = {
     "concat": "concat (channels joined)",
     "gate": "gate (multiplies)",
     "tie": "tied weights (one tensor)",
+    "size": "size taken from (like=)",
 }
 # Folded boxes; a layer's box takes its op's `fill` from the registry.
 FILL = {
