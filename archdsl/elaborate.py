@@ -40,6 +40,7 @@ from archdsl.expr import (
     Deferred,
     FailedValue,
     NeedsShape,
+    NodeValue,
     Scope,
     evaluate,
     show,
@@ -49,7 +50,7 @@ from archdsl.expr import (
 from archdsl.frames import Frame, Group, NodeRef, lookup_name
 from archdsl.loader import Program, zoo_library_blocks
 from archdsl.ops import lookup, user_ops
-from archdsl.references import References
+from archdsl.references import References, expr_path
 from archdsl.stages import StageExpander
 from archdsl.upstream import UpstreamShapes
 
@@ -117,15 +118,7 @@ class Elaborator(StageExpander, UpstreamShapes, Declarations, References):
         cursor = self._statements(definition.body, definition, frame, scope, cursor)
         if frame.outputs:
             if definition.kind == "block":
-                if len(frame.outputs) > 1:
-                    self.errors.append(
-                        ArchNameError(
-                            "a block has one output",
-                            frame.outputs[1].span,
-                            "return a `concat(...)` of the outputs",
-                            code="E210",
-                        )
-                    )
+                # The first output is the block's value; a caller reads the others by path (`dec.aux`).
                 return self._ref(frame, frame.outputs[0])
         return cursor
 
@@ -298,12 +291,12 @@ class Elaborator(StageExpander, UpstreamShapes, Declarations, References):
             call_args = tuple(arg for arg in call_args if arg.name is not None)
         else:
             if cursor is None:
-                raise ArchNameError(
-                    f"`{label or call.callee}` has no input",
-                    call.callee_span,
-                    "declare an input first: `input image: [3, 224, 224]`",
-                    code="E215",
+                hint = (
+                    f"start from an input of {frame.where}: `{frame.inputs[0]} -> {call.callee}(...)`"
+                    if frame.inputs
+                    else "declare an input first: `input image: [3, 224, 224]`"
                 )
+                raise ArchNameError(f"`{label or call.callee}` has no input", call.callee_span, hint, code="E215")
             inputs = [cursor]
         input_spans = tuple(arg.span for arg in call.args if arg.name is None) if spec.inputs_in_args else ()
         node_args = self._node_args(spec, call_args, frame)
@@ -342,7 +335,8 @@ class Elaborator(StageExpander, UpstreamShapes, Declarations, References):
         self.instances += 1
         if self.instances > (most := limits.current().max_nodes):
             raise TooLarge(f"the network expands to more than {most} block instances", call.span)
-        if cursor is None:
+        node_inputs = self._node_inputs(block, call, frame, scope)
+        if cursor is None and not node_inputs:
             raise ArchNameError(
                 f"block `{block.name}` has no input",
                 call.callee_span,
@@ -356,11 +350,15 @@ class Elaborator(StageExpander, UpstreamShapes, Declarations, References):
         inner = Frame(
             prefix=prefix,
             where=f"block `{block.name}`",
-            input_ref=cursor,
+            input_ref=None if node_inputs else cursor,  # a block given its inputs by name has no `in`
             taken=self.graph.__contains__,
             skips=self._name_skips.setdefault(prefix, {}),
+            inputs=tuple(node_inputs),
         )
-        values = self._bind_block_args(block, call, scope, inner)
+        inner.names.update(node_inputs)
+        if node_inputs:
+            cursor = None  # its statements start from its inputs, by name
+        values = self._bind_block_args(block, call, scope, inner, node_inputs)
         inner_scope = self._scope(inner, values)
         groups = self._groups_now()
         # What the diagram shows for this instance: the arguments given, not the defaults.
@@ -394,16 +392,40 @@ class Elaborator(StageExpander, UpstreamShapes, Declarations, References):
         finally:
             self._groups = saved
 
-    def _bind_block_args(self, block: ast.Definition, call: ast.Call, scope: Scope, inner: Frame) -> dict[str, Any]:
-        signature = Signature(
+    def _block_signature(self, block: ast.Definition) -> Signature:
+        return Signature(
             callee=f"block `{block.name}`",
             params=tuple(p.name for p in block.params),
             required=frozenset(p.name for p in block.params if p.default is None),
             noun="parameter",
             needs="needs a value for",
         )
-        given = bind(signature, call.args, call.span)
-        values = {name: try_evaluate(arg.value, scope) for name, arg in given.items()}
+
+    def _node_inputs(self, block: ast.Definition, call: ast.Call, frame: Frame, scope: Scope) -> dict[str, NodeRef]:
+        """The block's parameters given a node (``up(dec4, enc3, 256)``: ``x`` and ``skip``): its named inputs."""
+        found: dict[str, NodeRef] = {}
+        for name, arg in bind(self._block_signature(block), call.args, call.span).items():
+            if isinstance(arg.value, ast.InputRef):
+                found[name] = self._ref(frame, ast.Ref("in", arg.value.span))
+                continue
+            path = expr_path(arg.value)
+            if path is None or path.split(".")[0] in scope.values:
+                continue  # a value (a let or a parameter of the caller holding one)
+            head = path.split(".")[0]
+            if head in frame.names or head in frame.reserved or frame.prefix + path in self.graph:
+                found[name] = self._ref(frame, ast.Ref(path, arg.value.span))
+        return found
+
+    def _bind_block_args(
+        self, block: ast.Definition, call: ast.Call, scope: Scope, inner: Frame, node_inputs: dict[str, NodeRef]
+    ) -> dict[str, Any]:
+        given = bind(self._block_signature(block), call.args, call.span)
+        values = {
+            name: NodeValue(node_inputs[name]) if name in node_inputs else try_evaluate(arg.value, scope)
+            for name, arg in given.items()
+        }
+        positions = {p.name: index + 1 for index, p in enumerate(block.params)}
+        inner.arguments = {name: (positions[name], value) for name, value in values.items() if name not in node_inputs}
         defaults_scope = self._scope(inner, values)
         for param in block.params:
             if param.name not in values:

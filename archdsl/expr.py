@@ -195,8 +195,9 @@ def _show_scalar(value: Value) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return f'"{value[:SHOW_LIMIT]}"' if len(value) <= SHOW_LIMIT else f'"{value[:SHOW_LIMIT]}…'
-    if isinstance(value, NodeValue):
-        return "<node>"
+    if isinstance(value, NodeValue):  # the node as written: an id, or a reference not resolved yet
+        name = value.node if isinstance(value.node, str) else getattr(value.node, "path", None)
+        return name if isinstance(name, str) else "<node>"
     if isinstance(value, int) and value.bit_length() > 200:  # more than 60 digits: only their ends are readable
         sign = "-" if value < 0 else ""
         if value.bit_length() > 14_000:  # past Python's 4,300-digit limit on converting to text

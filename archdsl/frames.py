@@ -59,6 +59,9 @@ class Frame:
                 parent = ".".join(parts[:cut])
                 self.numbering[parent] = max(self.numbering.get(parent, 0), int(parts[cut]) + 1)
 
+    inputs: tuple[str, ...] = ()  # a block's parameters that were given nodes: its named inputs (then no `in`)
+    arguments: dict[str, tuple[int, Any]] = field(default_factory=dict)  # other parameters: (position, value)
+
     taken: Any = None  # callable: is this full node id already in the graph?
     # Shared by every frame of this prefix (unlabelled block instances share their caller's prefix):
     # base -> {n: a later n'} where every name from `base_n` up to `base_(n'-1)` is a node already.

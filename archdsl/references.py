@@ -29,12 +29,35 @@ class References:
 
     def _ref(self, frame: Frame, ref: ast.Ref) -> NodeRef:
         if ref.path == "in":
+            if frame.input_ref is None and frame.inputs:
+                names = ", ".join(f"`{name}`" for name in frame.inputs)
+                raise ArchNameError(
+                    f"`in` has no meaning in {frame.where}: it was given its inputs by name ({names})",
+                    ref.span,
+                    f"start from one of them: `{frame.inputs[0]} -> ...`",
+                    code="E204",
+                )
             if frame.input_ref is None:
                 raise ArchNameError(
                     "`in` has no meaning in a network", ref.span, "refer to a declared input by its name", code="E204"
                 )
             return frame.input_ref
+        self._check_not_a_value(frame, ref.path, ref.span)
         return self._piece_ref(frame, ref.path, ref.span) or Unresolved(frame, ref.path, ref.span)
+
+    def _check_not_a_value(self, frame: Frame, path: str, span: Span) -> None:
+        """A block parameter used as a node must have been given one (E312 names it by position and name)."""
+        head = path.split(".")[0]
+        if head not in frame.arguments or head in frame.names:
+            return
+        position, value = frame.arguments[head]
+        raise ArchTypeError(
+            f"`{head}` is used as a node, but {frame.where} was given {type_name(value)} `{show(value)}` "
+            f"for it (argument {position})",
+            span,
+            f"pass a node as argument {position} (`{head}`), e.g. the label of an earlier op",
+            code="E312",
+        )
 
     def _piece_ref(self, frame: Frame, path: str, span: Span) -> str | None:
         """``qkv.1`` after ``qkv: chunk(3)``: the node taking that output, made on its first reference; else None."""
@@ -104,6 +127,8 @@ class References:
         if isinstance(value, ast.InputRef):
             return self._ref(frame, ast.Ref("in", value.span))
         path = expr_path(value)
+        if path is not None:
+            self._check_not_a_value(frame, path, arg.span)
         if path is None:
             raise ArchTypeError(
                 "inputs of a merge are node names",

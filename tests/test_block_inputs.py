@@ -1,0 +1,72 @@
+"""Blocks with several inputs (parameters given nodes) and several outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import archdsl
+
+UP = """
+block up(x, skip, c) {
+    x -> upconv: conv(c, k=1) -> upsample: adaptive_avgpool(16)
+    concat(upsample, skip) -> fuse: conv(c, k=3, pad=1)
+}
+"""
+
+
+def net(body: str, blocks: str = UP) -> str:
+    return f"{blocks}\nnetwork n {{\n    input image: [3, 16, 16]\n{body}\n}}\n"
+
+
+STEM = "    enc1: conv(8, k=3, pad=1) -> down: maxpool(2) -> enc2: conv(16, k=3, pad=1)\n"
+
+
+def error(source: str) -> archdsl.ArchError:
+    with pytest.raises(archdsl.ArchError) as caught:
+        archdsl.graph(source)
+    return caught.value
+
+
+def test_parameters_given_nodes_are_the_blocks_inputs():
+    source = net(STEM + "    dec1: up(enc2, enc1, 8)\n    out: conv(2, k=1)")
+    g = archdsl.graph(source)
+    assert g.nodes["dec1.upconv"]["inputs"] == ("enc2",)
+    assert g.nodes["dec1.concat"]["inputs"] == ("dec1.upsample", "enc1")
+    assert g.nodes["dec1.fuse"]["shape"] == (8, 16, 16)
+    module = archdsl.load(source)
+    assert module(torch.randn(2, 3, 16, 16)).shape == (2, 2, 16, 16)
+
+
+def test_inputs_may_be_given_by_keyword_and_read_as_shapes():
+    blocks = "block mix(a, b) {\n    concat(a, b) -> conv(b.channels, k=1)\n}"
+    g = archdsl.graph(net(STEM + "    m: mix(b=enc2, a=enc2)", blocks))
+    assert g.nodes["m.conv"]["shape"] == (16, 8, 8)
+
+
+def test_a_block_given_inputs_by_name_has_no_in():
+    err = error(net(STEM + "    dec1: up(enc2, enc1, 8)", UP.replace("x -> upconv", "in -> upconv")))
+    diagnostic = err.diagnostics[0]
+    assert diagnostic.code == "E204" and "given its inputs by name (`x`, `skip`)" in diagnostic.message
+    assert diagnostic.hint == "start from one of them: `x -> ...`"
+
+
+def test_a_statement_that_starts_from_nothing_says_to_start_from_an_input():
+    err = error(net(STEM + "    dec1: up(enc2, enc1, 8)", UP.replace("x -> upconv", "upconv")))
+    diagnostic = err.diagnostics[0]
+    assert diagnostic.code == "E215" and "`x -> conv(...)`" in diagnostic.hint
+
+
+def test_a_value_where_an_input_belongs_is_named_by_position_and_name():
+    err = error(net(STEM + "    dec1: up(enc2, 8, enc1)"))
+    messages = {d.code: d.message for d in err.diagnostics}
+    assert "`skip` is used as a node, but block `up` was given int `8` for it (argument 2)" in messages["E312"]
+    assert "got node `enc1`" in messages["E301"]  # and the node given for `c` is named where a number belongs
+
+
+def test_a_block_may_return_several_outputs_read_by_path():
+    blocks = "block heads {\n    main: conv(4, k=1)\n    in -> aux: conv(2, k=1)\n    output main, aux\n}"
+    source = net("    h: heads\n    h -> relu\n    output relu, h.aux", blocks)
+    module = archdsl.load(source)
+    main, aux = module(torch.randn(1, 3, 16, 16))
+    assert main.shape == (1, 4, 16, 16) and aux.shape == (1, 2, 16, 16)
