@@ -202,7 +202,12 @@ def _to_torchscript(module: nn.Module, target: Path) -> None:
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
         warnings.filterwarnings("ignore", message=r".*instance-level annotations", category=UserWarning)
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.save.*deprecated", category=FutureWarning)
-        scripted = torch.jit.script(module)
+        hooks = dict(module._forward_pre_hooks)  # archdsl's size check is Python, not TorchScript
+        module._forward_pre_hooks.clear()
+        try:
+            scripted = torch.jit.script(module)
+        finally:
+            module._forward_pre_hooks.update(hooks)
         with replacing(target) as stream:
             torch.jit.save(scripted, stream)
 

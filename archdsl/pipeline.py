@@ -29,6 +29,7 @@ from archdsl.limits import stricter as stricter_limits
 from archdsl.limits import using as using_limits
 from archdsl.loader import Program, load_program, resolve_source
 from archdsl.optimize import fuse_batchnorm, memory_efficient_dense
+from archdsl.resize import check_input_sizes
 from archdsl.resources import expand_alias
 from archdsl.validate import validate
 
@@ -203,6 +204,7 @@ def compile_network(
     meta["output_names"] = list(selected) if selected is not None else list(g.graph["outputs"])
     with gc_paused():
         module = compile_graph(g, seed=seed, meta=meta, outputs=selected)
+    module.register_forward_pre_hook(check_input_sizes)
     if options.get("fuse"):
         fuse_batchnorm(module)
     if options.get("memory_efficient"):

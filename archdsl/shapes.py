@@ -171,19 +171,13 @@ class ShapeInference:
                 "use a parameter beside an activation: `add(x, pos_embedding)`, `concat(class_token, x, dim=0)`",
                 code="E409",
             )
-        views = []
-        for index, (shape, p) in enumerate(zip(shapes, is_param, strict=True)):
-            if not p:
-                views.append(shape)
-                continue
-            try:
-                view = param_view(shape, like)
-                views.append(stretch(view, like, shape) if spec.elementwise else view)
-            except ShapeProblem as problem:
-                spans = data.get("input_spans", ())
-                span = spans[index] if index < len(spans) else data["span"]
-                raise ArchShapeError(problem.message, span, problem.hint, code="E409") from None
-        return views
+        try:
+            return line_up(spec, shapes, is_param)
+        except ShapeProblem as problem:
+            spans = data.get("input_spans", ())
+            index = problem.input_index or 0
+            span = spans[index] if index < len(spans) else data["span"]
+            raise ArchShapeError(problem.message, span, problem.hint, code="E409") from None
 
     def _token_ids(self, spec: OpSpec, data: dict) -> bool:
         """Whether this node's result is integer token ids; a float op given them is an error (E410)."""
@@ -325,6 +319,26 @@ class ShapeInference:
                 add_inputs[index] = replace(item, source=previous)
         if not self.g.has_edge(previous, add):
             self.g.add_edge(previous, add, span=span)
+
+
+def line_up(spec: OpSpec, shapes: list[Shape], is_param: list[bool]) -> list[Shape]:
+    """The input shapes as ``spec``'s rule sees them: each ``param`` lined up with the first activation.
+
+    Raises :class:`ShapeProblem` (its ``input_index`` the parameter's) when one does not line up.
+    """
+    like = next(shape for shape, p in zip(shapes, is_param, strict=True) if not p)
+    views = []
+    for index, (shape, p) in enumerate(zip(shapes, is_param, strict=True)):
+        if not p:
+            views.append(shape)
+            continue
+        try:
+            view = param_view(shape, like)
+            views.append(stretch(view, like, shape) if spec.elementwise else view)
+        except ShapeProblem as problem:
+            problem.input_index = index
+            raise
+    return views
 
 
 def _with_instance_note(err: ArchError, data: dict) -> ArchError:
