@@ -35,6 +35,9 @@ TORCHVISION_SOURCES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     ),
     "googlenet": (("torchvision.models.googlenet", ("GoogLeNet", "Inception", "InceptionAux", "BasicConv2d")),),
     "squeezenet": (("torchvision.models.squeezenet", ("Fire", "SqueezeNet", "_squeezenet")),),
+    "shufflenet_v2": (
+        ("torchvision.models.shufflenetv2", ("channel_shuffle", "InvertedResidual", "ShuffleNetV2", "_shufflenetv2")),
+    ),
     "mobilenet_v2": (("torchvision.models.mobilenetv2", ("InvertedResidual", "MobileNetV2")), _MISC, _DIVISIBLE),
     "mobilenet_v3": (
         (
