@@ -96,14 +96,29 @@ def compile_graph(
     if outputs is not None:
         graph.output({name: env[node] for name, node in outputs.items()})
     else:
-        results = [env[o] for o in g.graph["outputs"]]
-        graph.output(results[0] if len(results) == 1 else tuple(results))
+        value = _returned(env, g.graph["outputs"])
+        if g.graph.get("training_outputs"):
+            training = graph.get_attr("training")
+            value = graph.call_function(
+                outputs_for_mode, (training, value, _returned(env, g.graph["training_outputs"]))
+            )
+        graph.output(value)
     _run_in_place(graph, g, env)
     graph.lint()
     module = fx.GraphModule(_nest(modules), graph, class_name=g.graph["name"])
     _in_source_order(module, [n for n in g.graph.get("module_order", g.nodes) if n in modules])
     module.meta["archdsl"] = dict(meta or {})
     return module
+
+
+def outputs_for_mode(training: bool, eval_outputs: Any, training_outputs: Any) -> Any:
+    """What the network returns: ``output ... when training`` in training mode, its plain ``output`` otherwise."""
+    return training_outputs if training else eval_outputs
+
+
+def _returned(env: dict[str, fx.Node], nodes: list[str]) -> Any:
+    results = [env[node] for node in nodes]
+    return results[0] if len(results) == 1 else tuple(results)
 
 
 def _inputs(graph: fx.Graph, g: nx.DiGraph, node: str, spec: Any, env: dict[str, fx.Node]) -> list[fx.Node]:

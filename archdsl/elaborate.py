@@ -71,6 +71,7 @@ class Elaborator(StageExpander, UpstreamShapes, Declarations, References):
         self.instances = 0  # block calls so far: bounded like nodes, since a block may add none
         self._groups: tuple[Group, ...] = ()
         self._output_refs: list[NodeRef] = []
+        self._training_outputs: list[NodeRef] | None = None  # `output ... when training`
         self._name_skips: dict[str, dict[str, dict[int, int]]] = {}  # per prefix: see Frame.skips
         self._init_upstream()
 
@@ -181,9 +182,18 @@ class Elaborator(StageExpander, UpstreamShapes, Declarations, References):
                     self._placeholder(frame, stmt.path, stmt.span, stmt.path)
             return cursor
         if isinstance(stmt, ast.OutputDecl):
+            refs = [self._static_ref(ref, scope) for ref in stmt.refs]
+            if stmt.training:
+                if definition.kind != "network":
+                    hint = "a block's outputs are the same in both modes; say in the network what training returns"
+                    raise ArchNameError("`output ... when training` belongs to a network", stmt.span, hint, code="E232")
+                if self._training_outputs is not None:
+                    raise ArchNameError("`output ... when training` is declared twice", stmt.span, code="E212")
+                self._training_outputs = [self._ref(frame, ref) for ref in refs]
+                return cursor
             if frame.outputs is not None:
                 raise ArchNameError("`output` is declared twice", stmt.span, code="E212")
-            frame.outputs = [self._static_ref(ref, scope) for ref in stmt.refs]
+            frame.outputs = refs
             return cursor
         raise TypeError(stmt)  # pragma: no cover
 
@@ -587,6 +597,8 @@ def elaborate(program: Program, network: str | None, overrides: Mapping[str, Any
     except TooLarge as stop:
         raise stop.error.with_sources(program.sources) from None
     g.graph["outputs"] = elaborator.finish_outputs()
+    if elaborator._training_outputs is not None:
+        g.graph["training_outputs"] = elaborator.finish_outputs(elaborator._training_outputs)
     poisoned = elaborator.poisoned | (elaborator._early.poisoned if elaborator._early else set())
     return Structure(g, elaborator.errors, frozenset(poisoned), dict(program.sources), program.main.file)
 

@@ -236,7 +236,8 @@ class _Builder:
         return self._piece(ast.Arg(str(children[0]), children[2].value, self._extent(children)), children)
 
     def output_stmt(self, children):
-        return self._piece(ast.OutputDecl(tuple(_values(children)), self._extent(children)), children)
+        training = any(isinstance(c, Token) and c.type == "WHEN" for c in children)
+        return self._piece(ast.OutputDecl(tuple(_values(children)), self._extent(children), training), children)
 
     def let_stmt(self, children):
         return self._piece(ast.Let(str(children[1]), children[3].value, self._extent(children)), children)

@@ -227,9 +227,9 @@ class References:
         self._output_refs = refs
         return refs
 
-    def finish_outputs(self) -> list[str]:
-        """Resolve the network's output references (after edges are resolved)."""
-        outs = [self.resolve(r) for r in self._output_refs]
+    def finish_outputs(self, refs: list[NodeRef] | None = None) -> list[str]:
+        """Resolve the network's output references, or ``refs`` (after edges are resolved)."""
+        outs = [self.resolve(r) for r in (self._output_refs if refs is None else refs)]
         return [o for o in outs if o is not None]
 
 

@@ -215,10 +215,11 @@ class ParamDecl:
 
 @dataclass(frozen=True)
 class OutputDecl:
-    """``output a, b``."""
+    """``output a, b``, or ``output a, aux when training``: the outputs in training mode only."""
 
     refs: tuple[Ref, ...]
     span: Span
+    training: bool = False
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,7 @@ def check_reachability(g: nx.DiGraph) -> list[ArchError]:
     """Nodes that no input reaches, and nodes whose result never reaches an output."""
     errors: list[ArchError] = []
     inputs = g.graph.get("inputs", [])
-    outputs = g.graph.get("outputs", [])
+    outputs = [*g.graph.get("outputs", []), *g.graph.get("training_outputs", [])]
     fed = set(inputs).union(*(nx.descendants(g, i) for i in inputs)) if inputs else set()
     # A parameter is a source too; whatever reads one also reads an activation (E409), so only it is added.
     fed.update(n for n, data in g.nodes(data=True) if data["op"] == "param")

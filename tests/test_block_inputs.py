@@ -70,3 +70,35 @@ def test_a_block_may_return_several_outputs_read_by_path():
     module = archdsl.load(source)
     main, aux = module(torch.randn(1, 3, 16, 16))
     assert main.shape == (1, 4, 16, 16) and aux.shape == (1, 2, 16, 16)
+
+
+TRAINING_OUTPUTS = """
+network n {
+    input x: [8]
+    fc: linear(3)
+    x -> aux: linear(3) -> drop: dropout(0.5)
+    output fc
+    output fc, drop when training
+}
+"""
+
+
+def test_outputs_when_training_are_returned_in_training_mode_only():
+    module = archdsl.load(TRAINING_OUTPUTS)
+    x = torch.randn(4, 8)
+    main, aux = module.train()(x)
+    assert main.shape == aux.shape == (4, 3)
+    assert torch.equal(module.eval()(x), main)
+    compiled = torch.compile(module, fullgraph=True, backend="eager")
+    assert isinstance(compiled.train()(x), tuple) and isinstance(compiled.eval()(x), torch.Tensor)
+
+
+def test_the_head_only_training_reads_is_not_an_unused_node():
+    g = archdsl.graph(TRAINING_OUTPUTS)
+    assert g.graph["outputs"] == ["fc"] and g.graph["training_outputs"] == ["fc", "drop"]
+
+
+def test_outputs_when_training_twice_is_e212():
+    with pytest.raises(archdsl.ArchError) as caught:
+        archdsl.graph(TRAINING_OUTPUTS.replace("    output fc\n", "    output fc when training\n"))
+    assert caught.value.diagnostics[0].code == "E212"
