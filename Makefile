@@ -62,6 +62,7 @@ images: $(STAMP)
 	$(BIN)/archdsl render highway_fc --expand layers.0 -o docs/images/highway_fc.png
 	$(BIN)/archdsl render vit_b_16 --expand encoder.layers.encoder_layer_0 -o docs/images/vit_b_16_layer0.png
 	$(BIN)/archdsl render gpt --expand transformer.h.0 --expand transformer.h.0.attn -o docs/images/gpt_attention.png
+	$(BIN)/archdsl render unet -o docs/images/unet.png
 
 # Every benchmark on the shipped defaults (about 25 minutes on 2 cores); one alone: python -m bench.NAME --help
 bench: $(STAMP) dot
