@@ -1,6 +1,6 @@
 """Built-in ops. Importing this package fills :data:`REGISTRY`."""
 
-from archdsl.ops import layers, merges, params, shuffle, stochastic, tensors, transformer  # noqa: F401  (registration side effects)
+from archdsl.ops import layers, merges, params, shuffle, spatial, stochastic, tensors, transformer  # noqa: F401  (registration side effects)
 from archdsl.ops.registry import (
     REGISTRY,
     ArgSpec,
