@@ -159,7 +159,12 @@ def _edge_attrs(edge: Edge) -> dict[str, str]:
 
 def _layer_tooltip(g: nx.DiGraph, node: str) -> str:
     data = g.nodes[node]
-    args = ", ".join(f"{k}={_plain(v)}" for k, v in data["args"].items())
+    shown = dict(data["args"])
+    spec = lookup(data["op"])
+    named = [a.name for a in (spec.args if spec else ()) if a.kind == "node" and shown.get(a.name)]
+    if named:  # an argument that names a node is the node's last inputs: show their names (`like=enc3`)
+        shown.update(zip(named, data["inputs"][-len(named) :], strict=True))
+    args = ", ".join(f"{k}={v if k in named else _plain(v)}" for k, v in shown.items())
     return f"{data['op']}({args})\n{_source_line(g, data['span'])}"
 
 
