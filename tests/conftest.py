@@ -44,7 +44,15 @@ def release_memory() -> None:
 # with their gradients (up to 2.3 GB). `make test` runs them on their own, after the rest: in a fresh process,
 # and never beside another worker (the rest runs on two xdist workers). A plain `pytest` runs them first,
 # before the process has grown by what later tests leave behind (freed memory that glibc keeps).
-MEMORY_HEAVY = ("test_zoo_torchvision.py", "test_zoo_modern.py", "test_zoo_efficient.py", "test_zoo_mobile.py")
+MEMORY_HEAVY = (
+    "test_zoo_torchvision.py",
+    "test_zoo_modern.py",
+    "test_zoo_efficient.py",
+    "test_zoo_mobile.py",
+    "test_zoo_transformers.py",
+    "test_zoo.py",  # one training step of every zoo network: VGG's weights, gradients and momentum are 1.6 GB
+    "test_big_graphs.py",  # networks of 10,000 layers, built once for the file
+)
 
 
 # Each process that imports torch (this CUDA build of it) holds about 0.5 GB of its own. A test marked

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import pytest
+import zoo_configs
 from typer.testing import CliRunner
+from zoo_configs import as_cli
 
-import archdsl
 from archdsl import zoo_names
 from archdsl.cli import app
 
 runner = CliRunner()
-# compile writes a checkpoint: smaller images, and a GPT with a small vocabulary and context, keep it fast
-# (GPT-2 small's is 500 MB)
-SMALL = {"size": 64, "image_size": 64}
-SMALL_GPT = {"vocab_size": 97, "block_size": 16, "n_layer": 2}
 
 
 def small_overrides(name: str) -> list[str]:
-    params = archdsl.graph(name).graph["params"]
-    chosen = SMALL_GPT if name == "gpt" else {key: value for key, value in SMALL.items() if key in params}
-    return [arg for key, value in chosen.items() for arg in ("-p", f"{key}={value}")]
+    """compile writes a checkpoint: a small configuration (tests/zoo_configs.py) keeps it fast."""
+    return as_cli(zoo_configs.small_overrides(name))
 
 
 @pytest.mark.parametrize("name", zoo_names())

@@ -13,6 +13,7 @@ import torchvision
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from torchvision.models.feature_extraction import create_feature_extractor
+from zoo_configs import small_overrides
 
 import archdsl
 from archdsl import zoo_names
@@ -21,7 +22,7 @@ from archdsl.summary import summarize
 
 
 def small(name: str) -> dict:
-    return {"size": 64} if "size" in archdsl.graph(name).graph["params"] else {}
+    return small_overrides(name)
 
 
 @pytest.mark.parametrize("name", zoo_names())

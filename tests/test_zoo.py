@@ -7,28 +7,20 @@ import math
 import pytest
 import torch
 import torchvision
+import zoo_configs
 from torch import nn
+from zoo_configs import SEQUENCE_MODELS
 
 import archdsl
 from archdsl import zoo_names
 from archdsl.pipeline import example_inputs
 from archdsl.zootable import render, weighted_depth
 
-# Small inputs keep the forward/backward check fast; the torchvision tests use full size.
-SMALL = {"size": 64, "image_size": 64}
-# The zoo's networks that do not classify images, with a small configuration for the one-step check
-# (GPT-2 small's default output is 1024 x 50257 scores per sample).
-SEQUENCE_MODELS = {
-    "gpt": {"vocab_size": 97, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32},
-    "transformer_encoder": {"seq_len": 16, "num_layers": 2},
-}
-
 
 def small_overrides(name: str) -> dict:
-    if name in SEQUENCE_MODELS:
-        return dict(SEQUENCE_MODELS[name])
-    params = archdsl.graph(name).graph["params"]
-    return {key: value for key, value in SMALL.items() if key in params} | {"num_classes": 7}
+    """A small configuration (tests/zoo_configs.py), with 7 classes where the network classifies."""
+    extra = {} if name in SEQUENCE_MODELS else {"num_classes": 7}
+    return zoo_configs.small_overrides(name) | extra
 
 
 @pytest.mark.parametrize("name", zoo_names())
