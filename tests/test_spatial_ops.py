@@ -13,6 +13,7 @@ import torch
 import torchvision.transforms.functional as TF
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from located import assert_shape_error_at
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
@@ -423,16 +424,7 @@ ERRORS = [
 
 @pytest.mark.parametrize(("statement", "inputs", "message", "culprit"), ERRORS, ids=[e[0] for e in ERRORS])
 def test_errors_say_what_is_wrong_and_where(statement, inputs, message, culprit):
-    text = net(statement, **inputs)
-    with pytest.raises(archdsl.ArchError) as info:
-        archdsl.graph(text)
-    (diagnostic,) = info.value.diagnostics
-    assert diagnostic.code == "E401"
-    assert message in diagnostic.message
-    line = text.splitlines()[diagnostic.span.line - 1]
-    statement_at = line.index(statement)
-    assert diagnostic.span.column - 1 == line.index(culprit, statement_at), (line, diagnostic.span)
-    assert diagnostic.span.end_column - diagnostic.span.column == len(culprit)
+    assert_shape_error_at(net(statement, **inputs), statement, message, culprit)
 
 
 @pytest.mark.parametrize(
