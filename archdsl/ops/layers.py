@@ -79,11 +79,19 @@ def _conv_macs(args: Args, shapes: Sequence[Shape], out: Shape) -> int:
     return math.prod(out) * (shapes[0][0] // args["groups"]) * kh * kw
 
 
+def uninitialised(cls: type[nn.Module], *args: Any, **kwargs: Any) -> nn.Module:
+    """``cls(*args, **kwargs)`` with storage that nothing has written yet, for the caller's own init.
+
+    Built on the meta device, then given storage on the default device (which honours
+    ``with torch.device(...)`` and set_default_device): the weights are initialised once, by the
+    op's rule, not first by the module's default as well (a second pass over every weight).
+    """
+    return cls(*args, **kwargs, device="meta").to_empty(device=torch.empty(()).device)
+
+
 def _conv_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
-    # Built on the meta device, then given storage: the weights are initialised once, by the
-    # paper's rule below, not first by nn.Conv2d's default as well (a second pass over every weight).
-    device = torch.empty(()).device  # honours `with torch.device(...)` and set_default_device
-    conv = nn.Conv2d(
+    conv = uninitialised(
+        nn.Conv2d,
         shapes[0][0],
         args["out"],
         args["k"],
@@ -92,8 +100,7 @@ def _conv_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
         dilation=args["dilation"],
         groups=args["groups"],
         bias=args["bias"],
-        device="meta",
-    ).to_empty(device=device)
+    )
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     if conv.bias is not None:
         nn.init.constant_(conv.bias, args["bias_init"])

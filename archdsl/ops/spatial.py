@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from archdsl.expr import Shape, show, type_name
 from archdsl.ops.dims import layout, needs_rank
+from archdsl.ops.layers import uninitialised
 from archdsl.ops.registry import ArgProblem, ArgSpec, ChoiceArg, OpSpec, ShapeProblem, register
 
 Args = Mapping[str, Any]
@@ -96,8 +97,8 @@ def _conv_transpose_macs(args: Args, shapes: Sequence[Shape], out: Shape) -> int
 
 
 def _conv_transpose_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
-    device = torch.empty(()).device  # honours `with torch.device(...)` and set_default_device
-    conv = nn.ConvTranspose2d(
+    conv = uninitialised(
+        nn.ConvTranspose2d,
         shapes[0][0],
         args["out"],
         args["k"],
@@ -107,8 +108,7 @@ def _conv_transpose_build(args: Args, shapes: Sequence[Shape]) -> nn.Module:
         groups=args["groups"],
         bias=args["bias"],
         dilation=args["dilation"],
-        device="meta",
-    ).to_empty(device=device)
+    )
     # torchvision's rule for its transposed convolutions (MaskRCNNPredictor's conv5_mask), the call its
     # convolutions make: the weight is [in, out / groups, kh, kw], so "fan_out" is in * kh * kw here.
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
