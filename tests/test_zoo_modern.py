@@ -170,3 +170,13 @@ def test_the_cli_takes_aliases_and_lists_them(monkeypatch):
     result = runner.invoke(cli.app, ["list"])
     assert result.exit_code == 0, result.output
     assert "squeezenet1_1" in result.output and "= squeezenet -p version=1.1" in result.output
+
+
+@pytest.mark.parametrize("flags", [[False, True, True], [True, True, True]])
+def test_resnet50_with_dilated_stages_is_torchvisions(flags):
+    """DeepLab's backbone: stages that keep their input's size and dilate their 3x3 convolutions instead."""
+    ours = archdsl.load("resnet50", replace_stride_with_dilation=flags, size=64, num_classes=10)
+    reference = torchvision.models.resnet50(replace_stride_with_dilation=flags, num_classes=10)
+    assert shapes(ours) == shapes(reference)
+    assert_same_eval_output_with_random_norms(ours, reference, (2, 3, 64, 64))
+    assert archdsl.graph("resnet50", replace_stride_with_dilation=flags).nodes["layer4.2.relu3"]["shape"][1] > 7
