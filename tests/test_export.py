@@ -19,7 +19,7 @@ from archdsl.export import FORMATS, ArchExportError, export
 NETS = {
     "resnet50": {"size": 64},
     "densenet121": {"size": 64},
-    "googlenet": {"size": 64},
+    "googlenet": {"size": 64, "aux_logits": False},  # unit_scale below scales the one linear layer the output reads
     "cifar_resnet": {},
     "highway_fc": {},
 }

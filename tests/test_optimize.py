@@ -160,8 +160,9 @@ def test_memory_efficient_leaves_networks_without_the_pattern_alone():
 @pytest.mark.parametrize(
     ("name", "overrides", "folded"),
     # a residual network, one with branches, and a plain chain (cifar_plain: vgg11_bn folds the same way, but
-    # two copies of its 133M-parameter classifier made this test the suite's memory peak)
-    [("resnet50", {"size": 64}, 53), ("googlenet", {"size": 64}, 57), ("cifar_plain", {}, 19)],
+    # two copies of its 133M-parameter classifier made this test the suite's memory peak); googlenet folds 57 in
+    # its trunk and 2 in its auxiliary classifiers
+    [("resnet50", {"size": 64}, 53), ("googlenet", {"size": 64}, 59), ("cifar_plain", {}, 19)],
 )
 def test_fuse_folds_batchnorm_within_tolerance(name, overrides, folded):
     plain = archdsl.load(name, seed=0, **overrides).eval()

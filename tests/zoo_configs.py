@@ -19,6 +19,8 @@ SMALL = {
     "vit": {"image_size": 64, "num_layers": 2},
     # valid convolutions need 188 pixels at least
     "unet": {"size": 188, "base": 8},
+    # the trunk needs 75 pixels; the auxiliary classifier 299 (test_zoo_aux.py runs it there)
+    "inception_v3": {"size": 75, "aux_logits": False},
 }
 
 # The zoo's networks that do not classify images
@@ -34,5 +36,9 @@ def small_overrides(name: str) -> dict:
 
 
 def as_cli(overrides: dict) -> list[str]:
-    """The same parameters as `-p key=value` options."""
-    return [arg for key, value in overrides.items() for arg in ("-p", f"{key}={value}")]
+    """The same parameters as `-p key=value` options (bools as the language writes them: `true`, `false`)."""
+    return [arg for key, value in overrides.items() for arg in ("-p", f"{key}={_literal(value)}")]
+
+
+def _literal(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
