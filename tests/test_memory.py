@@ -39,12 +39,18 @@ def test_the_cli_refuses_networks_too_large_to_allocate(tmp_path, source, code, 
     assert peak < 4 * 2**30, f"a child peaked at {peak / 2**30:.1f} GiB"
 
 
+# GPT-2's 1,024 x 50,257 token logits (51 million values, 206 MB a sample) are the zoo's largest activation
+# by far: the limit fits them 5 times; the U-Net's first 64 x 568 x 568 maps (21 million) 12 times. Every
+# other network fits it 64 times or more.
+MARGIN = {"gpt": 5, "unet": 12}
+
+
 def test_every_zoo_network_fits_the_activation_limit_many_times_over():
     most = archdsl.Limits().max_activation
     for name in archdsl.zoo_names():
         g = archdsl.graph(name)
         largest = max(math.prod(d["shape"]) for _, d in g.nodes(data=True))
-        assert largest * 64 <= most, (name, largest)
+        assert largest * MARGIN.get(name, 64) <= most, (name, largest)
 
 
 def test_the_activation_limit_can_be_raised_for_one_call():
@@ -63,7 +69,7 @@ def test_an_allocation_failure_in_the_test_forward_pass_names_the_largest_activa
     made = []
 
     def randn(*shape, **kwargs):
-        made.append(shape)
+        made.append(shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape)
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1099511627776 bytes")
 
     monkeypatch.setattr(torch, "randn", randn)
