@@ -34,6 +34,31 @@ TORCHVISION_SOURCES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("torchvision.models.densenet", ("_DenseLayer", "_DenseBlock", "_Transition", "DenseNet", "_densenet")),
     ),
     "googlenet": (("torchvision.models.googlenet", ("GoogLeNet", "Inception", "InceptionAux", "BasicConv2d")),),
+    "inception_v3": (
+        (
+            "torchvision.models.inception",
+            (
+                "Inception3",
+                "InceptionA",
+                "InceptionB",
+                "InceptionC",
+                "InceptionD",
+                "InceptionE",
+                "InceptionAux",
+                "BasicConv2d",
+            ),
+        ),
+    ),
+    "vit": (
+        ("torchvision.models.vision_transformer", ("MLPBlock", "EncoderBlock", "Encoder", "VisionTransformer")),
+        ("torchvision.ops.misc", ("MLP",)),
+    ),
+    "convnext": (
+        ("torchvision.models.convnext", ("LayerNorm2d", "CNBlock", "CNBlockConfig", "ConvNeXt", "_convnext")),
+        ("torchvision.ops.misc", ("Permute",)),
+        ("torchvision.ops.stochastic_depth", ("stochastic_depth", "StochasticDepth")),
+        _MISC,
+    ),
     "squeezenet": (("torchvision.models.squeezenet", ("Fire", "SqueezeNet", "_squeezenet")),),
     "shufflenet_v2": (
         ("torchvision.models.shufflenetv2", ("channel_shuffle", "InvertedResidual", "ShuffleNetV2", "_shufflenetv2")),
