@@ -34,7 +34,7 @@ ParamOption = Annotated[
     typer.Option("--param", "-p", help="Set a network parameter: -p num_classes=10 (repeatable)."),
 ]
 NoColor = Annotated[bool, typer.Option("--no-color", help="Never use colour.")]
-DATA_KINDS = ("digits", "synthetic", "imagefolder", "cifar10")
+DATA_KINDS = ("digits", "synthetic", "imagefolder", "cifar10", "shapes")
 MemoryEfficientOption = Annotated[
     bool, typer.Option(help="Dense blocks keep only their inputs for backward: memory linear in depth.")
 ]
@@ -458,8 +458,25 @@ def train_(
     target: Annotated[str, typer.Argument(help="A file or a zoo name.")],
     param: ParamOption = None,
     data: Annotated[
-        str, typer.Option(help="digits, synthetic, imagefolder:PATH or cifar10:PATH", rich_help_panel=DATA_PANEL)
-    ] = "digits",
+        str,
+        typer.Option(
+            help="To classify: digits (default), synthetic, imagefolder:PATH or cifar10:PATH. To segment: shapes "
+            "(default), generated images and masks of classes 0 background, 1 disc, 2 rectangle, 3 triangle.",
+            show_default=False,
+            rich_help_panel=DATA_PANEL,
+        ),
+    ] = "",
+    task: Annotated[
+        str,
+        typer.Option(
+            help="classify or segment (default: from the network's output, [K] or [K, H, W]).",
+            show_default=False,
+            rich_help_panel=DATA_PANEL,
+        ),
+    ] = "auto",
+    synthetic_size: Annotated[
+        int, typer.Option(min=1, help="Training examples of synthetic and shapes data.", rich_help_panel=DATA_PANEL)
+    ] = 512,
     batch_size: Annotated[int, typer.Option(min=1, rich_help_panel=DATA_PANEL)] = 64,
     epochs: Annotated[
         int | None,
@@ -519,7 +536,8 @@ def train_(
         (device, ("auto", "cpu", "cuda"), "--device"),
         (optimizer, ("sgd", "adamw"), "--optimizer"),
         (schedule, ("cosine", "step", "none"), "--schedule"),
-        (data.partition(":")[0], DATA_KINDS, "--data"),
+        (task, ("auto", "classify", "segment"), "--task"),
+        *([(data.partition(":")[0], DATA_KINDS, "--data")] if data else []),
     ):
         if value not in allowed:
             raise typer.BadParameter(f"`{value}`: use {', '.join(allowed)}", param_hint=hint)
@@ -527,6 +545,8 @@ def train_(
         arch=target,
         overrides=parse_overrides(param),
         data=data,
+        task=task,
+        synthetic_size=synthetic_size,
         epochs=epochs,
         batch_size=batch_size,
         optimizer=optimizer,
@@ -563,7 +583,11 @@ def train_(
         raise typer.Exit(130) from None
     if result.history and main_rank:
         final = result.history[-1]
-        console.print(f"test accuracy {final['test_acc']:.2%}; run folder {result.out}")
+        if "test_miou" in final:
+            scores = f"test pixel accuracy {final['test_acc']:.2%}, mean IoU {final['test_miou']:.2%}"
+        else:
+            scores = f"test accuracy {final['test_acc']:.2%}"
+        console.print(f"{scores}; run folder {result.out}")
 
 
 @app.command("eval")

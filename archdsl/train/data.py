@@ -1,9 +1,12 @@
-"""Datasets for training: bundled digits, synthetic, an image folder, a CIFAR-10 copy. Nothing is downloaded.
+"""Datasets for training: bundled digits, synthetic, an image folder, a CIFAR-10 copy, generated shapes.
 
+Nothing is downloaded. The first four label whole images (classification);
+``shapes`` labels every pixel (segmentation, :mod:`archdsl.train.shapes`).
 Every dataset is fitted to the network's declared input: images are resized
 to its height and width and given its number of channels; flat inputs get the
 image flattened at the matching square size. When a dataset of a known size
-(digits, CIFAR-10) is resized, :attr:`Data.note` says so.
+(digits, CIFAR-10) is resized, or masks are cropped to a smaller output,
+:attr:`Data.note` says so.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset, TensorDataset
 
 from archdsl.errors import ArchError
+from archdsl.train.shapes import SHAPE_CLASSES, centre_crop, draw_shapes
 
+CLASSIFY, SEGMENT = "classify", "segment"  # the tasks: a label per image, a label per pixel
+SEGMENTATION_DATA = ("shapes",)
 SPLIT_SEED = 0  # the digits train/test split never changes
 MAX_SYNTHETIC_VALUES = 1 << 28  # synthetic data: 1 GiB of float32 at most
 DIGITS_TEST_FRACTION = 0.2
@@ -30,34 +36,57 @@ class ArchDataError(ArchError):
 
 @dataclass
 class Data:
-    """A training and a test set with their number of classes, and what was done to fit them (or None)."""
+    """A training and a test set with their number of classes, and what was done to fit them (or None).
+
+    ``task`` is :data:`CLASSIFY` (a label per example) or :data:`SEGMENT` (a mask of class ids per example).
+    """
 
     train: Dataset
     test: Dataset
     num_classes: int
     name: str
     note: str | None = None
+    task: str = CLASSIFY
 
 
-def load_data(spec: str, input_shape: tuple[int, ...], *, synthetic_size: int = 512) -> Data:
-    """``digits``, ``synthetic``, ``imagefolder:PATH`` or ``cifar10:PATH``, fitted to ``input_shape``."""
+def load_data(
+    spec: str,
+    input_shape: tuple[int, ...],
+    *,
+    synthetic_size: int = 512,
+    output_shape: tuple[int, ...] | None = None,
+) -> Data:
+    """``digits``, ``synthetic``, ``imagefolder:PATH``, ``cifar10:PATH`` or ``shapes``, fitted to ``input_shape``.
+
+    ``synthetic_size``: the training examples of ``synthetic`` and ``shapes`` (a quarter more are drawn for
+    test). ``output_shape``: the network's output; ``shapes`` crops its masks to a smaller [K, h, w] one.
+    """
     kind, _, path = spec.partition(":")
     if kind == "digits":
         return _digits(input_shape)
     if kind == "synthetic":
         return _synthetic(input_shape, synthetic_size)
+    if kind == "shapes":
+        return _shapes(input_shape, synthetic_size, output_shape)
     if kind in ("imagefolder", "cifar10"):
         if not path:
             raise ArchDataError(f"`--data {kind}` needs a folder", None, f"write `--data {kind}:PATH`")
         return _torchvision(kind, path, input_shape)
     raise ArchDataError(
-        f"unknown data `{spec}`", None, "use digits, synthetic, imagefolder:PATH or cifar10:PATH", code="E802"
+        f"unknown data `{spec}`", None, "use digits, synthetic, imagefolder:PATH, cifar10:PATH or shapes", code="E802"
     )
 
 
 def known_classes(spec: str | None) -> int | None:
-    """The number of classes of ``spec`` where it is known without reading anything (digits, synthetic)."""
+    """The number of classes of ``spec`` where it is known without reading anything (digits, synthetic, shapes)."""
+    if spec == "shapes":
+        return len(SHAPE_CLASSES)
     return 10 if spec in ("digits", "synthetic") else None
+
+
+def data_task(spec: str | None) -> str:
+    """The task ``spec``'s labels are for: :data:`SEGMENT` for shapes, :data:`CLASSIFY` for the others."""
+    return SEGMENT if (spec or "").partition(":")[0] in SEGMENTATION_DATA else CLASSIFY
 
 
 def fit_images(images: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
@@ -125,15 +154,19 @@ def resize_note(name: str, native: tuple[int, int, int], input_shape: tuple[int,
     return f"{name}: {height}x{width} images resized to {'x'.join(map(str, input_shape))}"
 
 
-def _synthetic(input_shape: tuple[int, ...], size: int) -> Data:
-    """Ten classes of noisy class templates: learnable, small, no files."""
+def _check_size(name: str, size: int, input_shape: tuple[int, ...]) -> None:
     values = (size + size // 4) * math.prod(input_shape)
     if size < 1 or values > MAX_SYNTHETIC_VALUES:
         raise ArchDataError(
-            f"synthetic data of {size:,} examples of shape {list(input_shape)} would hold {values:,} values",
+            f"{name} data of {size:,} examples of shape {list(input_shape)} would hold {values:,} values",
             None,
             f"ask for at least 1 and at most {MAX_SYNTHETIC_VALUES:,} values (1 GiB of float32) in all",
         )
+
+
+def _synthetic(input_shape: tuple[int, ...], size: int) -> Data:
+    """Ten classes of noisy class templates: learnable, small, no files."""
+    _check_size("synthetic", size, input_shape)
     generator = torch.Generator().manual_seed(SPLIT_SEED)
     templates = torch.randn(10, *input_shape, generator=generator)
     labels = torch.arange(size + size // 4) % 10
@@ -144,6 +177,37 @@ def _synthetic(input_shape: tuple[int, ...], size: int) -> Data:
         TensorDataset(inputs[size:], labels[size:]),
         10,
         "synthetic",
+    )
+
+
+def _shapes(input_shape: tuple[int, ...], size: int, output_shape: tuple[int, ...] | None) -> Data:
+    """Generated shapes and their masks (:func:`draw_shapes`) at the input's size, normalised like digits."""
+    if len(input_shape) != 3:
+        raise ArchDataError(
+            f"`shapes` gives images and masks, but the network's input is flat {list(input_shape)}",
+            None,
+            "declare an image input [C, H, W]",
+        )
+    _check_size("shapes", size, input_shape)
+    channels, height, width = input_shape
+    images, masks = draw_shapes(size + size // 4, channels, height, width, seed=SPLIT_SEED)
+    images = _normalise(images, images[:size].mean(), images[:size].std())
+    note = None
+    if output_shape is not None and len(output_shape) == 3 and (height, width) != tuple(output_shape[1:]):
+        crop_height, crop_width = output_shape[1:]
+        if crop_height <= height and crop_width <= width:
+            masks = centre_crop(masks, crop_height, crop_width)
+            note = (
+                f"shapes: masks cropped to the centre {crop_height}x{crop_width} of the {height}x{width} images, "
+                "the size of the network's output"
+            )
+    return Data(
+        TensorDataset(images[:size], masks[:size]),
+        TensorDataset(images[size:], masks[size:]),
+        len(SHAPE_CLASSES),
+        "shapes",
+        note,
+        SEGMENT,
     )
 
 

@@ -8,6 +8,10 @@ so a run resumed after epoch k ends with the same weights as one that never
 stopped. A resumed run checks the whole training state first
 (:mod:`archdsl.train.state`); a larger ``epochs`` extends it, its schedule
 then continuing as if the run had been planned that long from the start.
+
+A run classifies or segments (:mod:`archdsl.train.tasks`); the loss is
+cross-entropy either way (per pixel for segmentation), the accuracy counts
+examples or pixels, and segmentation adds the test set's mean IoU.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from archdsl import api
 from archdsl.checkpoint import remove_stale_temporaries
 from archdsl.errors import ArchCheckpointError
-from archdsl.train.data import ArchDataError, Data, known_classes, load_data
+from archdsl.train.data import SEGMENT, ArchDataError, Data, data_task, known_classes, load_data
 from archdsl.train.interrupt import StopRequest, stop_at_safe_points
 from archdsl.train.state import check_optimizer_state, check_scheduler_state, check_training, fail
+from archdsl.train.tasks import AUTO, DEFAULT_DATA, check_task, confusion_matrix, mean_iou, pixel_accuracy, resolve_task
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -43,7 +48,8 @@ class TrainConfig:
 
     arch: str
     overrides: dict[str, Any] = field(default_factory=dict)
-    data: str = "digits"
+    data: str = ""  # "": digits to classify, shapes to segment
+    task: str = AUTO  # "classify", "segment" or "auto" (from the network's output shape)
     epochs: int | None = None  # None: 10 for a new run, the checkpoint's for a resumed one (a larger one extends it)
     batch_size: int = 64
     optimizer: str = "sgd"  # "sgd" (with momentum) or "adamw"
@@ -109,11 +115,13 @@ class Distributed:
             dist.destroy_process_group()
 
 
-def check_fit(graph, data: Data | None, spec: str | None = None) -> None:
-    """Fail before training when the network's output does not match the data's classes.
+def check_fit(graph, data: Data | None, spec: str | None = None, task: str = AUTO) -> str:
+    """Fail before training when the network's output does not fit the task or the data; returns the task.
 
-    With ``data`` None, check against the classes ``spec`` is known to have without reading it
-    (digits and synthetic data have 10), so a mismatch is found before the images are resized.
+    The task is ``task`` unless that is ``"auto"``, else the one the network's output says
+    (:mod:`archdsl.train.tasks`). With ``data`` None, check against what ``spec`` is known to be without
+    reading it (its task, and the classes of digits, synthetic and shapes), so a mismatch is found before
+    the images are resized; an empty ``spec`` stands for the task's default data (digits or shapes).
     """
     if len(graph.graph["inputs"]) != 1 or len(graph.graph["outputs"]) != 1:
         raise ArchDataError("training needs a network with one input and one output", None, code="E805")
@@ -125,19 +133,14 @@ def check_fit(graph, data: Data | None, spec: str | None = None) -> None:
             "train it from Python: archdsl.load(...) is a torch module like any other",
             code="E801",
         )
-    num_classes, name = (data.num_classes, data.name) if data is not None else (known_classes(spec), spec)
-    if num_classes is None:
-        return
-    out_shape = graph.nodes[graph.graph["outputs"][0]]["shape"]
-    if out_shape != (num_classes,):
-        hint = (
-            f"add `-p num_classes={num_classes}`"
-            if "num_classes" in graph.graph["params"]
-            else f"make the network output {num_classes} values"
-        )
-        raise ArchDataError(
-            f"the network outputs {list(out_shape)} but `{name}` has {num_classes} classes", None, hint, code="E805"
-        )
+    if data is not None:
+        task = resolve_task(graph, task, data.task)
+        check_task(graph, task, data.task, data.num_classes, data.name)
+        return task
+    task = resolve_task(graph, task, data_task(spec))  # no spec: classify unless the output or `task` says so
+    spec = spec or DEFAULT_DATA[task]
+    check_task(graph, task, data_task(spec), known_classes(spec), spec)
+    return task
 
 
 def _schedule(optimizer, config: TrainConfig):
@@ -220,11 +223,20 @@ def _train(config: TrainConfig, env: Distributed, reporter) -> TrainResult:
             f"pass --epochs N with N > {config.epochs} to train further"
         )
         return TrainResult(model, list(training["history"]), out, note.messages)
-    check_fit(graph, None, config.data)  # before reading: digits at 224x224 are a gigabyte
-    data = load_data(config.data, graph.nodes[graph.graph["inputs"][0]]["shape"], synthetic_size=config.synthetic_size)
+    config.task = check_fit(graph, None, config.data, config.task)  # before reading: digits at 224x224 are a gigabyte
+    config.data = config.data or DEFAULT_DATA[config.task]
+    (source,), (output,) = graph.graph["inputs"], graph.graph["outputs"]
+    data = load_data(
+        config.data,
+        graph.nodes[source]["shape"],
+        synthetic_size=config.synthetic_size,
+        output_shape=graph.nodes[output]["shape"],
+    )
     if data.note:
         note(data.note)
-    check_fit(graph, data)
+    check_fit(graph, data, task=config.task)
+    if hasattr(reporter, "set_task"):
+        reporter.set_task(config.task)
     if training is None:
         model = built.compile(seed=config.seed, memory_efficient=config.memory_efficient).module
     model = model.to(env.device)
@@ -265,7 +277,12 @@ def _train(config: TrainConfig, env: Distributed, reporter) -> TrainResult:
                     for buffer in model.buffers():
                         dist.broadcast(buffer, src=0)
                 scheduler.step()
-                test_loss, test_acc = evaluate_model(model, test_loader, env.device, criterion)
+                if config.task == SEGMENT:
+                    test_loss, test_acc, test_miou = evaluate_segmentation(
+                        model, test_loader, env.device, data.num_classes, criterion
+                    )
+                else:
+                    test_loss, test_acc = evaluate_model(model, test_loader, env.device, criterion)
                 seconds = time.perf_counter() - began
                 record = {
                     "epoch": epoch + 1,
@@ -273,6 +290,7 @@ def _train(config: TrainConfig, env: Distributed, reporter) -> TrainResult:
                     "train_acc": round(train_acc, 6),
                     "test_loss": round(test_loss, 6),
                     "test_acc": round(test_acc, 6),
+                    **({"test_miou": round(test_miou, 6)} if config.task == SEGMENT else {}),
                     "lr": lr,
                     "images_per_s": round(seen / max(1e-9, train_seconds), 1),
                     "seconds": round(seconds, 3),
@@ -302,6 +320,15 @@ def _resume(config: TrainConfig, note) -> tuple[dict, dict, int]:
     if "training" not in payload:
         raise ArchDataError(f"{path} is not a training checkpoint (nothing to resume)", None, code="E807")
     training = check_training(payload, path)
+    saved_task = training["config"].get("task")
+    if config.task != AUTO and saved_task is not None and config.task != saved_task:
+        raise ArchDataError(
+            f"cannot resume from {path}: `training.config.task` is {saved_task!r}, but --task {config.task} was "
+            "asked for",
+            None,
+            f"leave --task out to go on with the run's {saved_task!r}, or start a new run to {config.task}",
+            code="E807",
+        )
     for key, value in training["config"].items():
         if key not in _NOT_RESTORED and hasattr(config, key):
             setattr(config, key, value)
@@ -415,9 +442,10 @@ def _append_metrics(path: Path, record: dict) -> None:
 def _epoch(
     model, loader, optimizer, criterion, config, env, epoch, reporter, stop: StopRequest | None = None
 ) -> tuple[float, float, int, float]:
-    """One pass over the training data; returns mean loss, accuracy and samples over all ranks, and seconds."""
+    """One pass over the training data; returns mean loss, accuracy (of examples or pixels) and samples over all
+    ranks, and seconds."""
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, correct, counted, seen = 0.0, 0, 0, 0
     autocast = env.device.type == "cuda" and config.amp
     began = time.perf_counter()
     if reporter is not None and env.main:
@@ -437,21 +465,27 @@ def _epoch(
         batch = labels.shape[0]
         total_loss += loss.item() * batch
         correct += (logits.argmax(1) == labels).sum().item()
+        counted += labels.numel()  # one label per example, or per pixel
         seen += batch
         if reporter is not None and env.main:
             rate = seen * env.world / max(1e-9, time.perf_counter() - began)
-            reporter.step(total_loss / seen, correct / seen, rate)
+            reporter.step(total_loss / seen, correct / counted, rate)
     seconds = time.perf_counter() - began
     if env.world > 1:
-        sums = torch.tensor([total_loss, correct, seen], dtype=torch.float64, device=env.device)
+        sums = torch.tensor([total_loss, correct, counted, seen], dtype=torch.float64, device=env.device)
         dist.all_reduce(sums)
-        total_loss, correct, seen = sums[0].item(), int(sums[1].item()), int(sums[2].item())
-    return total_loss / max(1, seen), correct / max(1, seen), seen, seconds
+        total_loss, correct, counted, seen = (
+            sums[0].item(),
+            int(sums[1].item()),
+            int(sums[2].item()),
+            int(sums[3].item()),
+        )
+    return total_loss / max(1, seen), correct / max(1, counted), seen, seconds
 
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, loader: DataLoader, device, criterion=None) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` over ``loader`` in eval mode."""
+    """Mean loss and accuracy of a classifier ``model`` over ``loader`` in eval mode."""
     criterion = criterion or nn.CrossEntropyLoss()
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
@@ -464,20 +498,42 @@ def evaluate_model(model: nn.Module, loader: DataLoader, device, criterion=None)
     return total_loss / max(1, seen), correct / max(1, seen)
 
 
+@torch.no_grad()
+def evaluate_segmentation(
+    model: nn.Module, loader: DataLoader, device, num_classes: int, criterion=None
+) -> tuple[float, float, float]:
+    """Mean loss (per pixel, averaged over images), pixel accuracy and mean IoU of ``model`` over ``loader``.
+
+    Both scores come from one confusion matrix over all the pixels (:mod:`archdsl.train.tasks`).
+    """
+    criterion = criterion or nn.CrossEntropyLoss()
+    model.eval()
+    total_loss, seen = 0.0, 0
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    for inputs, masks in loader:
+        inputs, masks = inputs.to(device), masks.to(device)
+        logits = model(inputs)
+        total_loss += criterion(logits.float(), masks).item() * masks.shape[0]
+        confusion += confusion_matrix(logits.argmax(1), masks, num_classes)
+        seen += masks.shape[0]
+    return total_loss / max(1, seen), pixel_accuracy(confusion), mean_iou(confusion)
+
+
 def evaluate(
     checkpoint: str,
-    data_spec: str,
+    data_spec: str = "",
     device: str = "auto",
     batch_size: int = 256,
     *,
     network: str | None = None,
     verify: bool = True,
+    task: str = AUTO,
 ) -> dict[str, Any]:
-    """Accuracy and loss of a checkpoint on a dataset's test split.
+    """Accuracy and loss of a checkpoint on a dataset's test split (and its mean IoU when it segments).
 
-    ``network``: the name the checkpoint's network must have (E609 before
-    any evaluation otherwise). ``verify=False`` reads a checkpoint whose
-    contents do not match its hash.
+    ``data_spec`` "" is the task's default data (digits or shapes); the task is ``task`` or the one the
+    network's output says. ``network``: the name the checkpoint's network must have (E609 before any
+    evaluation otherwise). ``verify=False`` reads a checkpoint whose contents do not match its hash.
     """
     target = Distributed(device).device if int(os.environ.get("WORLD_SIZE", "1")) == 1 else torch.device("cpu")
     model = api.load_checkpoint(checkpoint, verify=verify)
@@ -489,13 +545,23 @@ def evaluate(
             f"evaluate it as `{graph.graph['name']}`, or pass the checkpoint of `{network}`",
             code="E609",
         )
-    check_fit(graph, None, data_spec)
-    data = load_data(data_spec, graph.nodes[graph.graph["inputs"][0]]["shape"])
-    check_fit(graph, data)
-    loss, acc = evaluate_model(model.to(target), DataLoader(data.test, batch_size=batch_size), target)
+    task = check_fit(graph, None, data_spec, task)
+    data_spec = data_spec or DEFAULT_DATA[task]
+    (source,), (output,) = graph.graph["inputs"], graph.graph["outputs"]
+    data = load_data(data_spec, graph.nodes[source]["shape"], output_shape=graph.nodes[output]["shape"])
+    check_fit(graph, data, task=task)
+    loader = DataLoader(data.test, batch_size=batch_size)
+    scores: dict[str, Any] = {}
+    if task == SEGMENT:
+        loss, acc, scores["test_miou"] = evaluate_segmentation(model.to(target), loader, target, data.num_classes)
+    else:
+        loss, acc = evaluate_model(model.to(target), loader, target)
     return {
+        "task": task,
+        "data": data_spec,
         "test_loss": loss,
         "test_acc": acc,
+        **scores,
         "samples": len(data.test),
         "network": graph.graph["name"],
         "overrides": dict(model.meta["archdsl"]["overrides"]),
@@ -519,7 +585,10 @@ def save_training_checkpoint(path: Path, model, optimizer, scheduler, epoch, his
 
 
 def history_figure(history: list[dict[str, float]], title: str = ""):
-    """Loss (on a logarithmic axis: the first epoch's loss may be 50 times the rest) and accuracy, train and test."""
+    """Loss (on a logarithmic axis: the first epoch's loss may be 50 times the rest) and accuracy, train and test.
+
+    A segmentation run's accuracy is pixel accuracy, drawn beside the test set's mean IoU.
+    """
     from matplotlib.figure import Figure
 
     epochs = [h["epoch"] for h in history]
@@ -531,10 +600,16 @@ def history_figure(history: list[dict[str, float]], title: str = ""):
     left.set_xlabel("epoch")
     left.set_ylabel("loss (log scale)")
     left.legend()
-    right.plot(epochs, [100 * h["train_acc"] for h in history], label="train", marker=".")
-    right.plot(epochs, [100 * h["test_acc"] for h in history], label="test", marker=".")
+    segments = bool(history) and all("test_miou" in h for h in history)
+    what = "pixel accuracy" if segments else "accuracy"
+    right.plot(
+        epochs, [100 * h["train_acc"] for h in history], label=f"train {what}" if segments else "train", marker="."
+    )
+    right.plot(epochs, [100 * h["test_acc"] for h in history], label=f"test {what}" if segments else "test", marker=".")
+    if segments:
+        right.plot(epochs, [100 * h["test_miou"] for h in history], label="test mean IoU", marker="s", linestyle="--")
     right.set_xlabel("epoch")
-    right.set_ylabel("accuracy (%)")
+    right.set_ylabel("pixel accuracy and mean IoU (%)" if segments else "accuracy (%)")
     right.legend()
     fig.suptitle(title)
     fig.tight_layout()

@@ -1,4 +1,7 @@
-"""A live progress bar per epoch (loss, accuracy, images/s) and a one-line summary after it."""
+"""A live progress bar per epoch (loss, accuracy, images/s) and a one-line summary after it.
+
+A segmentation run's accuracy is pixel accuracy, and its summary adds the test set's mean IoU.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +16,21 @@ class RichReporter:
         self.console = console
         self.progress: Progress | None = None
         self.task = None
+        self.accuracy = "acc"  # what the accuracy is called: "pixel acc" when the run segments
+
+    def set_task(self, task: str) -> None:
+        """Name the scores of ``task`` ("classify" or "segment")."""
+        self.accuracy = "pixel acc" if task == "segment" else "acc"
 
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
         self.progress = Progress(
             TextColumn(f"epoch {epoch}/{epochs}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.2%}  {task.fields[rate]:.0f} img/s"),
+            TextColumn(
+                f"loss {{task.fields[loss]:.4f}}  {self.accuracy} {{task.fields[acc]:.2%}}  "
+                "{task.fields[rate]:.0f} img/s"
+            ),
             TimeElapsedColumn(),
             console=self.console,
             transient=True,
@@ -44,8 +55,10 @@ class RichReporter:
 
     def epoch_done(self, record: dict, epochs: int) -> None:
         self.close()
+        iou = f" mIoU {record['test_miou']:.2%}" if "test_miou" in record else ""
         self.console.print(
-            f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f} acc {record['train_acc']:.2%}"
-            f"  test loss {record['test_loss']:.4f} acc {record['test_acc']:.2%}"
+            f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f} "
+            f"{self.accuracy} {record['train_acc']:.2%}  test loss {record['test_loss']:.4f} "
+            f"{self.accuracy} {record['test_acc']:.2%}{iou}"
             f"  lr {record['lr']:.4g}  {record['images_per_s']:.0f} img/s  {record['seconds']:.1f} s"
         )

@@ -98,9 +98,9 @@ def text(value: Any) -> str | None:
 
 
 def data_spec(value: Any) -> str | None:
-    kinds = ("digits", "synthetic", "imagefolder", "cifar10")
+    kinds = ("digits", "synthetic", "imagefolder", "cifar10", "shapes")
     if not isinstance(value, str) or value.partition(":")[0] not in kinds:
-        return f"must be digits, synthetic, imagefolder:PATH or cifar10:PATH, not {show(value)}"
+        return f"must be digits, synthetic, imagefolder:PATH, cifar10:PATH or shapes, not {show(value)}"
     return None
 
 
@@ -113,6 +113,7 @@ def key_name(key: Any) -> str:
 CONFIG: dict[str, Check] = {
     "arch": text,
     "data": data_spec,
+    "task": choice("classify", "segment"),  # absent from older checkpoints: taken from the output again
     "epochs": integer(1, MAX_EPOCHS),
     "batch_size": integer(1, MAX_BATCH),
     "optimizer": choice("sgd", "adamw"),
