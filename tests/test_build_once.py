@@ -85,17 +85,22 @@ def test_export_builds_once(name, counts, meta_device, monkeypatch, tmp_path):
     _assert_once(counts)
 
 
-@pytest.mark.parametrize("name", ZOO)
+# `archdsl train` has image data only: GPT takes token ids, and the encoder returns a sequence (E801, E805)
+TRAINABLE = [name for name in ZOO if name not in ("gpt", "transformer_encoder")]
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
 def test_train_builds_once(name, counts, meta_device, monkeypatch, tmp_path):
     classes = archdsl.graph(name)  # outside the counted run: the data must fit the network
     counts.clear()
     (out,) = classes.graph["outputs"]
-    num_classes = classes.nodes[out]["shape"][0]
+    num_classes, *map_size = classes.nodes[out]["shape"]  # a map per class: a segmenting network (unet)
 
     def tiny_data(spec, input_shape, **_):
         images = torch.zeros(2, *input_shape, device="cpu")
-        labels = torch.zeros(2, dtype=torch.long, device="cpu")
-        return Data(TensorDataset(images, labels), TensorDataset(images, labels), num_classes, spec)
+        labels = torch.zeros(2, *map_size, dtype=torch.long, device="cpu")
+        task = "segment" if map_size else "classify"
+        return Data(TensorDataset(images, labels), TensorDataset(images, labels), num_classes, spec, task=task)
 
     class OnMeta(loop.Distributed):  # one process whose device is the meta device the model was built on
         def __init__(self, device: str) -> None:
@@ -108,6 +113,7 @@ def test_train_builds_once(name, counts, meta_device, monkeypatch, tmp_path):
     monkeypatch.setattr(loop, "known_classes", lambda spec: None)  # the tiny data's classes, found when read
     monkeypatch.setattr(loop, "_epoch", lambda *args: epochs.append(1) or (1.0, 0.5, 2, 0.1))
     monkeypatch.setattr(loop, "evaluate_model", lambda *args: (1.0, 0.5))
+    monkeypatch.setattr(loop, "evaluate_segmentation", lambda *args: (1.0, 0.5, 0.25))
     monkeypatch.setattr(loop, "save_training_checkpoint", lambda *args: None)
     _run("train", name, "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "run"))
     assert epochs == [1]

@@ -228,7 +228,7 @@ def test_fmt_walks_a_folder(project):
 
 def test_check_json_has_the_notes_of_the_text_output(tmp_path):
     path = tmp_path / "net.arch"
-    path.write_text("block b() {\n    fc: linear(4)\n}\nnetwork n() {\n    input x: [3, 8, 8]\n    u: b()\n}\n")
+    path.write_text("block b() {\n    fc: conv(4, k=16)\n}\nnetwork n() {\n    input x: [3, 8, 8]\n    u: b()\n}\n")
     text = run("check", str(path))
     assert f"= note: in `u`, an instance of block `b` made at {path}:6:8" in text.stderr
     (diagnostic,) = json.loads(run("check", "--format", "json", str(path)).stdout)["diagnostics"]
