@@ -102,3 +102,22 @@ def test_outputs_when_training_twice_is_e212():
     with pytest.raises(archdsl.ArchError) as caught:
         archdsl.graph(TRAINING_OUTPUTS.replace("    output fc\n", "    output fc when training\n"))
     assert caught.value.diagnostics[0].code == "E212"
+
+
+def test_training_adds_the_auxiliary_heads_losses(tmp_path):
+    from typer.testing import CliRunner
+
+    from archdsl.cli import app
+    from archdsl.train import loop
+
+    source = (
+        TRAINING_OUTPUTS.replace("input x: [8]", "input x: [1, 8, 8]")
+        .replace("fc: linear(3)", "flatten -> fc: linear(10)")
+        .replace("x -> aux: linear(3)", "x -> flatten -> aux: linear(10)")
+    )
+    path = tmp_path / "aux.arch"
+    path.write_text(source)
+    result = CliRunner().invoke(app, ["train", str(path), "--epochs", "1", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    logits = torch.zeros(2, 10)
+    assert loop._as_outputs((logits, logits)) == (logits, logits) and loop._as_outputs(logits) == (logits,)

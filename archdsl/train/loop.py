@@ -439,6 +439,15 @@ def _append_metrics(path: Path, record: dict) -> None:
         raise ArchDataError(f"cannot write {path}: {err.strerror or err}", None, code="E808") from None
 
 
+# How much an auxiliary classifier's loss counts beside the main one, as in the GoogLeNet paper (Section 5)
+AUX_WEIGHT = 0.3
+
+
+def _as_outputs(result) -> tuple[torch.Tensor, ...]:
+    """A network's result as a tuple: its main output first, then any returned in training mode only."""
+    return tuple(result) if isinstance(result, (tuple, list)) else (result,)
+
+
 def _epoch(
     model, loader, optimizer, criterion, config, env, epoch, reporter, stop: StopRequest | None = None
 ) -> tuple[float, float, int, float]:
@@ -458,8 +467,10 @@ def _epoch(
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=env.device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(inputs)
+            logits, *auxiliary = _as_outputs(model(inputs))
             loss = criterion(logits.float(), labels)
+            for aux in auxiliary:  # `output ... when training`: auxiliary classifiers (GoogLeNet, Inception-v3)
+                loss = loss + AUX_WEIGHT * criterion(aux.float(), labels)
         loss.backward()
         optimizer.step()
         batch = labels.shape[0]
