@@ -48,8 +48,8 @@ class References:
     def _check_not_a_value(self, frame: Frame, path: str, span: Span) -> None:
         """A block parameter used as a node must have been given one (E312 names it by position and name)."""
         head = path.split(".")[0]
-        if head not in frame.arguments or head in frame.names:
-            return
+        if head not in frame.arguments or head in frame.names or head in frame.reserved:
+            return  # not a parameter, or also the label of a node of the block (written before or after)
         position, value = frame.arguments[head]
         raise ArchTypeError(
             f"`{head}` is used as a node, but {frame.where} was given {type_name(value)} `{show(value)}` "
