@@ -202,12 +202,7 @@ def _to_torchscript(module: nn.Module, target: Path) -> None:
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
         warnings.filterwarnings("ignore", message=r".*instance-level annotations", category=UserWarning)
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.save.*deprecated", category=FutureWarning)
-        hooks = dict(module._forward_pre_hooks)  # archdsl's size check is Python, not TorchScript
-        module._forward_pre_hooks.clear()
-        try:
-            scripted = torch.jit.script(module)
-        finally:
-            module._forward_pre_hooks.update(hooks)
+        scripted = torch.jit.script(module)
         with replacing(target) as stream:
             torch.jit.save(scripted, stream)
 

@@ -29,7 +29,7 @@ from archdsl.limits import stricter as stricter_limits
 from archdsl.limits import using as using_limits
 from archdsl.loader import Program, load_program, resolve_source
 from archdsl.optimize import fuse_batchnorm, memory_efficient_dense
-from archdsl.resize import check_input_sizes
+from archdsl.resize import size_check_hook
 from archdsl.resources import expand_alias
 from archdsl.validate import validate
 
@@ -204,7 +204,7 @@ def compile_network(
     meta["output_names"] = list(selected) if selected is not None else list(g.graph["outputs"])
     with gc_paused():
         module = compile_graph(g, seed=seed, meta=meta, outputs=selected)
-    module.register_forward_pre_hook(check_input_sizes)
+    module.register_forward_pre_hook(size_check_hook(len(g.graph["inputs"])))
     if options.get("fuse"):
         fuse_batchnorm(module)
     if options.get("memory_efficient"):

@@ -17,6 +17,7 @@ from typing import Any
 
 import networkx as nx
 import torch
+from torch import Tensor
 
 from archdsl.errors import ArchShapeError, Span
 from archdsl.expr import Shape
@@ -26,9 +27,36 @@ from archdsl.ops.registry import ShapeProblem
 from archdsl.shapes import line_up
 
 
+def size_check_hook(inputs: int):
+    """The forward pre-hook that runs :func:`check_input_sizes` for a network of ``inputs`` inputs.
+
+    TorchScript compiles a module's hooks too, and needs their argument types:
+    hence one typed hook per number of inputs, which skips the check when scripted.
+    """
+    return _TYPED_HOOKS.get(inputs, check_input_sizes)
+
+
+def _hook_1(module: torch.nn.Module, args: tuple[Tensor]) -> None:
+    if not torch.jit.is_scripting():
+        check_input_sizes(module, args)
+
+
+def _hook_2(module: torch.nn.Module, args: tuple[Tensor, Tensor]) -> None:
+    if not torch.jit.is_scripting():
+        check_input_sizes(module, args)
+
+
+def _hook_3(module: torch.nn.Module, args: tuple[Tensor, Tensor, Tensor]) -> None:
+    if not torch.jit.is_scripting():
+        check_input_sizes(module, args)
+
+
+_TYPED_HOOKS = {1: _hook_1, 2: _hook_2, 3: _hook_3}
+
+
 def check_input_sizes(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
-    """Forward pre-hook: refuse inputs whose size the network's layers cannot take (E412)."""
-    if torch.compiler.is_compiling() or torch.jit.is_scripting():
+    """Refuse inputs whose size the network's layers cannot take (E412); nothing under torch.compile or export."""
+    if torch.compiler.is_compiling():
         return  # traced code is specialised or checked by the tracer
     meta = getattr(module, "meta", {}).get("archdsl")
     if not meta or len(args) != len(meta["input_shapes"]):

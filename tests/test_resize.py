@@ -87,3 +87,12 @@ def test_compiled_and_exported_modules_skip_the_check():
     assert torch.allclose(compiled(x), module(x))
     program = torch.export.export(module, (x,))
     assert torch.allclose(program.module()(x), module(x))
+
+
+def test_torchscript_scripts_a_module_with_its_size_check(tmp_path):
+    source = "network two {\n    input a: [4]\n    input b: [4]\n    add(a, b) -> linear(2)\n}\n"
+    module = archdsl.load(source)
+    scripted = torch.jit.script(module)  # the check's hook is typed for TorchScript, which skips it
+    a, b = torch.randn(3, 4), torch.randn(3, 4)
+    assert torch.equal(scripted(a, b), module(a, b))
+    torch.jit.save(scripted, str(tmp_path / "two.pt"))
