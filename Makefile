@@ -14,12 +14,13 @@ demo: $(STAMP)
 	$(BIN)/archdsl check
 	$(BIN)/archdsl compile resnet50
 
-# Two xdist workers for most of the suite, then the memory-heavy torchvision comparisons on their own
+# Two xdist workers for most of the suite, then the memory-heavy tests on their own, in two processes
 # (tests/conftest.py says why); `pytest` alone runs everything in one process.
 test: $(STAMP) dot
 	$(BIN)/ruff check archdsl tests
 	$(BIN)/pytest -q -n 2 --dist loadfile -m "not memory_heavy"
-	$(BIN)/pytest -q -m memory_heavy
+	$(BIN)/pytest -q -m "memory_heavy and not second_process"
+	$(BIN)/pytest -q -m second_process
 
 lint: $(STAMP)
 	$(BIN)/ruff check archdsl tests

@@ -49,8 +49,11 @@ def test_zoo_file_compiles_and_trains_one_step(name):
     if name in SEQUENCE_MODELS:
         sum(o.square().mean() for o in outs).backward()
     else:
-        assert all(o.shape == (2, 7) for o in outs)
-        sum(nn.functional.cross_entropy(o, torch.tensor([1, 5])) for o in outs).backward()
+        assert all(o.shape[:2] == (2, 7) for o in outs)  # 7 scores per sample, or per pixel (unet)
+        target = torch.tensor([1, 5])
+        sum(
+            nn.functional.cross_entropy(o, target.view(2, *[1] * (o.dim() - 2)).expand(2, *o.shape[2:])) for o in outs
+        ).backward()
     grads = [p.grad for p in module.parameters()]
     assert all(grad is not None and torch.isfinite(grad).all() for grad in grads)
     assert sum(p.numel() for p in module.parameters()) == g.graph["total_params"]
