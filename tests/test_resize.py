@@ -3,6 +3,8 @@ other sizes with a located error (E412) before any of its code runs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -96,3 +98,13 @@ def test_torchscript_scripts_a_module_with_its_size_check(tmp_path):
     a, b = torch.randn(3, 4), torch.randn(3, 4)
     assert torch.equal(scripted(a, b), module(a, b))
     torch.jit.save(scripted, str(tmp_path / "two.pt"))
+
+
+def test_the_refusal_reads_as_the_golden_file(repo_root, monkeypatch):
+    """E412 is raised at run time, so its fixture is a golden file of its own (tests/fixtures/runtime)."""
+    monkeypatch.chdir(repo_root)  # the diagnostic names the file as given: relative to the repository
+    folder = Path("tests/fixtures/runtime")
+    module = archdsl.load(str(folder / "e412_linear_after_flatten.arch"))
+    with pytest.raises(archdsl.ArchError) as caught:
+        module(torch.randn(1, 3, 10, 10))
+    assert str(caught.value) + "\n" == (folder / "e412_linear_after_flatten.expected").read_text()
