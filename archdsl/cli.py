@@ -594,14 +594,20 @@ def train_(
 def eval_(
     target: Annotated[str, typer.Argument(help="The network the checkpoint must hold (a file or zoo name).")],
     checkpoint: Annotated[str, typer.Option(help="A checkpoint from `archdsl train` or `compile -o`.")],
-    data: Annotated[str, typer.Option(help="digits, synthetic, imagefolder:PATH or cifar10:PATH")] = "digits",
+    data: Annotated[
+        str,
+        typer.Option(
+            help="digits, synthetic, imagefolder:PATH, cifar10:PATH or shapes; by default digits to classify, "
+            "shapes to segment"
+        ),
+    ] = "",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     trust_modified: Annotated[
         bool, typer.Option("--trust-modified", help="Read the checkpoint even if it fails its hash check.")
     ] = False,
     no_color: NoColor = False,
 ) -> None:
-    """Report the accuracy and loss of a checkpoint on a dataset's test split."""
+    """Report the accuracy (pixel accuracy and mean IoU for a segmenting network) and loss of a checkpoint."""
     from archdsl.train import evaluate
 
     console, err = _consoles(no_color)
@@ -615,9 +621,11 @@ def eval_(
         raise typer.Exit(1) from None
     if result["note"]:
         console.print(f"note: {result['note']}", markup=False)
-    console.print(
-        f"{data}: test accuracy {result['test_acc']:.2%}, loss {result['test_loss']:.4f} ({result['samples']} samples)"
-    )
+    if "test_miou" in result:
+        scores = f"test pixel accuracy {result['test_acc']:.2%}, mean IoU {result['test_miou']:.2%}"
+    else:
+        scores = f"test accuracy {result['test_acc']:.2%}"
+    console.print(f"{result['data']}: {scores}, loss {result['test_loss']:.4f} ({result['samples']} samples)")
 
 
 @app.command("list")

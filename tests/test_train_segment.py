@@ -287,6 +287,10 @@ def test_cli_trains_a_segmenter_on_shapes_and_reports_pixel_accuracy_and_mean_io
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     training = torch.load(run / "checkpoint.pt", weights_only=True)["training"]
     assert (training["config"]["task"], training["config"]["data"]) == ("segment", "shapes")
+    evaluated = [sys.executable, "-m", "archdsl", "eval", str(source), "--checkpoint", str(run / "checkpoint.pt")]
+    result = subprocess.run(evaluated, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("shapes: test pixel accuracy ") and ", mean IoU " in result.stdout
 
 
 def test_a_resumed_segmentation_run_ends_with_the_same_weights(tmp_path):
