@@ -19,7 +19,7 @@ from torch import fx, nn
 from archdsl.errors import ArchLimitError
 from archdsl.limits import float32_size
 from archdsl.ops import lookup
-from archdsl.ops.params import batched, make_parameter, param_view
+from archdsl.ops.params import batched, param_view
 
 _NOT_IDENTIFIER = re.compile("[^0-9a-zA-Z_]+")
 # Names the generated forward() uses itself; a node called so gets a trailing underscore.
@@ -69,8 +69,8 @@ def compile_graph(
                 continue
             spec = lookup(data["op"])
             name = fx_name(node)
-            if data["op"] == "param":
-                modules[node] = make_parameter(data["args"])
+            if spec.learned:
+                modules[node] = spec.build(data["args"], ())
                 env[node] = graph.create_node("get_attr", node, name=name)
                 continue
             inputs = _inputs(graph, g, node, spec, env)
@@ -128,7 +128,7 @@ def _inputs(graph: fx.Graph, g: nx.DiGraph, node: str, spec: Any, env: dict[str,
     inputs = [env[src] for src in sources]
     if spec.elementwise:
         return inputs
-    is_param = [g.nodes[src]["op"] == "param" for src in sources]
+    is_param = [lookup(g.nodes[src]["op"]).learned for src in sources]
     if any(is_param):
         like = next(i for i, p in enumerate(is_param) if not p)
         for index, p in enumerate(is_param):

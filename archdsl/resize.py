@@ -81,7 +81,7 @@ def shapes_at(g: nx.DiGraph, sizes: dict[str, Shape]) -> dict[str, Shape]:
         if op == "input":
             shapes[node] = _input_size(g, node, sizes[node], where)
             continue
-        if op == "param":
+        if lookup(op).learned:
             shapes[node] = tuple(data["shape"])
             continue
         given = [shapes[src] for src in data["inputs"]]
@@ -116,7 +116,7 @@ def _given(g: nx.DiGraph, node: str, shapes: dict[str, Shape]) -> list[Shape]:
 
 
 def _lined_up(g: nx.DiGraph, node: str, spec, given: list[Shape]) -> list[Shape]:
-    is_param = [g.nodes[src]["op"] == "param" for src in g.nodes[node]["inputs"]]
+    is_param = [lookup(g.nodes[src]["op"]).learned for src in g.nodes[node]["inputs"]]
     return line_up(spec, given, is_param) if any(is_param) else given
 
 

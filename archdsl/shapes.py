@@ -160,7 +160,7 @@ class ShapeInference:
 
     def _beside_params(self, spec: OpSpec, data: dict, shapes: list[Shape]) -> list[Shape]:
         """The input shapes as the op's rule sees them: a ``param`` lined up with the activations beside it."""
-        is_param = [self.g.nodes[item.source]["op"] == "param" for item in data["inputs"]]
+        is_param = [lookup(self.g.nodes[item.source]["op"]).learned for item in data["inputs"]]
         if not any(is_param):
             return shapes
         like = next((shape for shape, p in zip(shapes, is_param, strict=True) if not p), None)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from archdsl.ops import lookup
 from archdsl.render.view import LEVELS, Unit, fold
 
 BYTES_PER_VALUE = 4  # float32 activations
@@ -91,7 +92,7 @@ def _row(g: nx.DiGraph, unit: Unit) -> Row:
         macs=sum(d["macs"] for d in data),
         # inputs are the caller's and params are weights: neither is an activation the network makes
         activation_bytes=sum(
-            math.prod(d["shape"]) * BYTES_PER_VALUE for d in data if d["op"] not in ("input", "param")
+            math.prod(d["shape"]) * BYTES_PER_VALUE for d in data if d["op"] != "input" and not lookup(d["op"]).learned
         ),
     )
 

@@ -94,7 +94,7 @@ def _module_order(g: nx.DiGraph, created: dict[str, int]) -> list[str]:
         origin = g.nodes[node].get("origin")
         return created[origin] if origin in created else created.get(node, len(created))
 
-    weighted = [n for n, data in g.nodes(data=True) if data["op"] == "param" or lookup(data["op"]).stateful]
+    weighted = [n for n, data in g.nodes(data=True) if lookup(data["op"]).stateful]
     return sorted(weighted, key=written)
 
 
@@ -205,7 +205,7 @@ def check_reachability(g: nx.DiGraph) -> list[ArchError]:
     outputs = [*g.graph.get("outputs", []), *g.graph.get("training_outputs", [])]
     fed = set(inputs).union(*(nx.descendants(g, i) for i in inputs)) if inputs else set()
     # A parameter is a source too; whatever reads one also reads an activation (E409), so only it is added.
-    fed.update(n for n, data in g.nodes(data=True) if data["op"] == "param")
+    fed.update(n for n, data in g.nodes(data=True) if lookup(data["op"]).learned)
     used = set(outputs).union(*(nx.ancestors(g, o) for o in outputs)) if outputs else set()
     for node, data in g.nodes(data=True):
         if node not in fed:
@@ -235,7 +235,7 @@ _MODULE_ATTRIBUTES = set(dir(fx.GraphModule)) | set(vars(nn.Module())) | {"graph
 def check_module_paths(g: nx.DiGraph) -> list[ArchError]:
     """Paths that cannot become submodules: ``x`` above ``x.y``, or names PyTorch modules already use."""
     errors: list[ArchError] = []
-    stateful = {n for n, d in g.nodes(data=True) if d["op"] == "param" or lookup(d["op"]).stateful}
+    stateful = {n for n, d in g.nodes(data=True) if lookup(d["op"]).stateful}
     for node in stateful:
         taken = [part for part in node.split(".") if part in _MODULE_ATTRIBUTES]
         if taken:

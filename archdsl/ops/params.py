@@ -22,7 +22,7 @@ from archdsl.ops.registry import OpSpec, ShapeProblem, register
 Args = Mapping[str, Any]
 
 
-def make_parameter(args: Args) -> nn.Parameter:
+def make_parameter(args: Args, shapes: Any = ()) -> nn.Parameter:
     """The declared tensor, initialised as its ``init`` says (on the default device)."""
     kind, values = args["init"][0], dict(args["init"][1])
     tensor = torch.empty(args["shape"])
@@ -52,6 +52,8 @@ register(
         min_inputs=0,
         max_inputs=0,
         internal=True,
+        learned=True,
+        build=make_parameter,
         count_params=lambda args, shapes: math.prod(args["shape"]),
         label=lambda args: "param",
         fill="#fde9c9",

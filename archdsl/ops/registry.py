@@ -151,7 +151,8 @@ class OpSpec:
     the shape drawn on its box; a later statement reads piece ``i`` as
     ``label.i``, which becomes a ``piece`` node taking ``operator.getitem``.
 
-    Learned tensors (``param`` nodes) have no batch dimension; beside an
+    A ``learned`` op's ``build`` makes an ``nn.Parameter`` that the compiled
+    graph reads with ``get_attr`` (``param`` nodes). Such tensors have no batch dimension; beside an
     activation they line up with it as PyTorch broadcasting does (see
     :func:`archdsl.ops.params.param_view`). An ``elementwise`` op's shape rule
     sees them stretched to the activation's shape, and torch broadcasts them
@@ -180,6 +181,7 @@ class OpSpec:
     overwritable: bool = False
     in_place: Callable[..., Any] | None = None
     pieces: Callable[[Mapping[str, Any], Sequence[Shape]], tuple[Shape, ...]] | None = None
+    learned: bool = False  # a learned tensor, not a module (`param`): `build` makes it, the graph reads it, no batch
     elementwise: bool = False  # inputs broadcast against each other (a `param` of size 1 in a dim stretches)
     weight_shape: Callable[[Mapping[str, Any], Sequence[Shape]], Shape] | None = None  # what `tie=` shares
     token_ids: str = "refuse"  # given integer token ids: "refuse" them, "keep" them (layout ops), or "embed" them
